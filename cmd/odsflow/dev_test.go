@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/odsflow/odsflow/internal/pgcluster"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// descendants returns the pids of every process below root, read from /proc.
+func descendants(t *testing.T, root int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := map[int]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesized command: state, ppid, …
+		rest := string(stat[bytes.LastIndexByte(stat, ')')+2:])
+		fields := strings.Fields(rest)
+		if len(fields) > 1 {
+			ppid, _ := strconv.Atoi(fields[1])
+			parent[pid] = ppid
+		}
+	}
+	var out []int
+	for pid := range parent {
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == root {
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func TestDevStartsServesAndStopsCleanly(t *testing.T) {
+	// Our own TMPDIR shows whether the temp dirs are gone. It must be
+	// traversable by the postgres OS user when the tests run as root.
+	tmp, err := os.MkdirTemp("", "odsflow-devtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	kafkaAddr, registryAddr := freeAddr(t), freeAddr(t)
+	_, pgPortStr, _ := net.SplitHostPort(freeAddr(t))
+	cmd := exec.Command(os.Args[0], "dev", "--kafka", kafkaAddr, "--registry", registryAddr, "--postgres-port", pgPortStr)
+	cmd.Env = append(os.Environ(), asBinaryEnv+"=1", "TMPDIR="+tmp)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	defer func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+		}
+	}()
+
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	env := map[string]string{}
+	ready := false
+	for deadline := time.After(15 * time.Second); !ready; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("odsflow dev exited before ready; stderr:\n%s", stderr.String())
+			}
+			if strings.HasPrefix(line, "export ") {
+				for _, kv := range strings.Fields(strings.TrimPrefix(line, "export ")) {
+					k, v, _ := strings.Cut(kv, "=")
+					env[k] = strings.Trim(v, "'")
+				}
+			}
+			ready = line == "odsflow dev: ready"
+		case <-deadline:
+			t.Fatalf("odsflow dev not ready within 15s; stderr:\n%s", stderr.String())
+		}
+	}
+	t.Logf("ready after %v", time.Since(started))
+	if env["KAFKA_BROKERS"] != kafkaAddr || env["SCHEMA_REGISTRY_URL"] != "http://"+registryAddr ||
+		!strings.Contains(env["ODS_DSN"], "127.0.0.1:"+pgPortStr+"/ods") {
+		t.Fatalf("exports %v do not match the requested addresses", env)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env["KAFKA_BROKERS"]), kgo.AllowAutoTopicCreation(),
+		kgo.ConsumeTopics("dev.smoke"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "dev.smoke", Value: []byte("v1")}).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	fetches := cl.PollFetches(ctx)
+	if recs := fetches.Records(); fetches.Err() != nil || len(recs) != 1 || string(recs[0].Value) != "v1" {
+		t.Fatalf("consume: err %v, records %v", fetches.Err(), recs)
+	}
+	cl.Close()
+	conn, err := pgx.Connect(ctx, env["ODS_DSN"])
+	if err != nil {
+		t.Fatalf("pgx connect: %v", err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("pgx ping: %v", err)
+	}
+	conn.Close(ctx)
+
+	children := descendants(t, cmd.Process.Pid)
+	if len(children) == 0 {
+		t.Fatal("odsflow dev has no child processes: where does postgres run?")
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) == 0 {
+		t.Fatal("odsflow dev made no temp dir under TMPDIR")
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("odsflow dev exit after SIGTERM: %v; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("odsflow dev did not exit within 30s of SIGTERM; stderr:\n%s", stderr.String())
+	}
+
+	for _, pid := range children {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+			t.Errorf("child process %d still exists after odsflow dev exited", pid)
+		}
+	}
+	for _, addr := range []string{kafkaAddr, registryAddr, "127.0.0.1:" + pgPortStr} {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after odsflow dev exited", addr)
+		}
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("temp dirs left behind: %v", entries)
+	}
+}
+
+func TestDevBusyPortNamesTheFlag(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"dev", "--no-postgres", "--kafka", busy, "--registry", freeAddr(t)}, "--kafka ADDR"},
+		{[]string{"dev", "--no-postgres", "--kafka", freeAddr(t), "--registry", busy}, "--registry ADDR"},
+		{[]string{"dev", "--kafka", freeAddr(t), "--registry", freeAddr(t), "--postgres-port", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)}, "--postgres-port N"},
+	} {
+		_, errOut, code := odsflow(t, tc.args...)
+		if code == 0 || !strings.Contains(errOut, busy) || !strings.Contains(errOut, "already in use") || !strings.Contains(errOut, tc.flag) {
+			t.Errorf("odsflow %v: exit %d, stderr %q; want an error naming %s and %s", tc.args, code, errOut, busy, tc.flag)
+		}
+	}
+}
+
+func TestDevRefusesNonLoopback(t *testing.T) {
+	_, errOut, code := odsflow(t, "dev", "--no-postgres", "--kafka", "0.0.0.0:0")
+	if code == 0 || !strings.Contains(errOut, "loopback") {
+		t.Errorf("dev --kafka 0.0.0.0:0: exit %d, stderr %q; want a loopback-only error", code, errOut)
+	}
+}
+
+func TestShellQuoteSurvivesTheShell(t *testing.T) {
+	v := "postgres://u:p@127.0.0.1:5432/ods?sslmode=disable&x='y'"
+	out, err := exec.Command("sh", "-c", "export V="+shellQuote(v)+"; printf %s \"$V\"").Output()
+	if err != nil || string(out) != v {
+		t.Fatalf("sh read %q (err %v), want %q", out, err, v)
+	}
+}
+
+func TestDevWithExistingPostgresHidesItsPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pg, err := pgcluster.Start(ctx, pgcluster.Options{Password: "s3cret-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop(context.Background())
+
+	cmd := exec.Command(os.Args[0], "dev", "--kafka", freeAddr(t), "--registry", freeAddr(t), "--postgres-dsn", pg.DSN())
+	cmd.Env = append(os.Environ(), asBinaryEnv+"=1")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(out.String(), "odsflow dev: ready") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	got := out.String()
+	if !strings.Contains(got, "odsflow dev: ready") {
+		t.Fatalf("not ready with --postgres-dsn; output:\n%s", got)
+	}
+	if strings.Contains(got, "s3cret-pw") {
+		t.Fatalf("the password of --postgres-dsn was printed:\n%s", got)
+	}
+	if !strings.Contains(got, "ODS_DSN='postgres://postgres:xxxxx@127.0.0.1:") {
+		t.Errorf("ODS_DSN not shown redacted:\n%s", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a subprocess writer and a reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

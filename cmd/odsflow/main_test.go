@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// asBinaryEnv makes the test binary act as the odsflow binary, so tests run
+// the real CLI in a subprocess without a separate build.
+const asBinaryEnv = "ODSFLOW_TEST_AS_BINARY"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asBinaryEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// odsflow runs the CLI with args and returns its stdout, stderr and exit code.
+func odsflow(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asBinaryEnv+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running odsflow %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestVersionIsStamped(t *testing.T) {
+	out, _, code := odsflow(t, "--version")
+	if code != 0 || !strings.Contains(out, "Version: "+version) || !strings.Contains(out, "Date: "+dateBuilt) {
+		t.Fatalf("--version: code %d, output %q; want Version: %s", code, out, version)
+	}
+}
+
+func TestListShowsBenthosComponents(t *testing.T) {
+	out, _, code := odsflow(t, "list", "inputs", "processors", "outputs")
+	if code != 0 {
+		t.Fatalf("list: exit %d", code)
+	}
+	for _, name := range []string{"generate", "stdin", "http_server", "mapping", "branch", "stdout", "file"} {
+		if !strings.Contains(out, "  - "+name+"\n") {
+			t.Errorf("list does not show %q", name)
+		}
+	}
+}
+
+const goodConfig = `input:
+  generate:
+    count: 2
+    interval: ""
+    mapping: 'root = {"n": count("gen")}'
+pipeline:
+  processors:
+    - mapping: 'root.doubled = this.n * 2'
+output:
+  stdout: {}
+`
+
+func TestLintRunEchoAndConfigTests(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", goodConfig)
+	bad := writeFile(t, dir, "bad.yaml", "input:\n  generate:\n    mapping: 'root = 1'\n    no_such_field: 3\noutput:\n  stdout: {}\n")
+
+	if out, errOut, code := odsflow(t, "lint", good); code != 0 {
+		t.Fatalf("lint good config: exit %d: %s%s", code, out, errOut)
+	}
+	out, errOut, code := odsflow(t, "lint", bad)
+	if code == 0 || !strings.Contains(out+errOut, "no_such_field") {
+		t.Fatalf("lint bad config: exit %d, output %q; want a failure naming the field", code, out+errOut)
+	}
+
+	out, errOut, code = odsflow(t, "run", good)
+	if code != 0 {
+		t.Fatalf("run: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{`{"doubled":2}`, `{"doubled":4}`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("run output %q lacks %s", out, want)
+		}
+	}
+
+	out, _, code = odsflow(t, "echo", good)
+	if code != 0 || !strings.Contains(out, "doubled") || !strings.Contains(out, "generate:") {
+		t.Errorf("echo: exit %d, output %q", code, out)
+	}
+
+	// Benthos config unit tests: one passing, one failing suite.
+	writeFile(t, dir, "good_benthos_test.yaml", `tests:
+  - name: doubles
+    target_processors: /pipeline/processors
+    input_batch:
+      - content: '{"n": 21}'
+    output_batches:
+      - - json_equals: {"doubled": 42}
+`)
+	if out, errOut, code := odsflow(t, "test", good); code != 0 {
+		t.Fatalf("test (passing): exit %d: %s%s", code, out, errOut)
+	}
+	writeFile(t, dir, "good_benthos_test.yaml", `tests:
+  - name: doubles wrongly
+    target_processors: /pipeline/processors
+    input_batch:
+      - content: '{"n": 21}'
+    output_batches:
+      - - json_equals: {"doubled": 43}
+`)
+	if _, _, code := odsflow(t, "test", good); code == 0 {
+		t.Fatal("test (failing): exit 0, want a failure")
+	}
+}

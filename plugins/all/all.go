@@ -1,0 +1,5 @@
+// Package all registers every odsflow plugin with Benthos: the binary
+// imports it once, and each plugin package below registers its components in
+// its init function. A plugin package that is not imported here does not
+// exist for users; TestEveryPluginPackageIsImported guards that.
+package all
