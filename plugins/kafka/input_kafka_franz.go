@@ -1,0 +1,847 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+const (
+	ifTopics          = "topics"
+	ifRegexpTopics    = "regexp_topics"
+	ifConsumerGroup   = "consumer_group"
+	ifCheckpointLimit = "checkpoint_limit"
+	ifCommitPeriod    = "commit_period"
+	ifStartFromOldest = "start_from_oldest"
+	ifStartOffset     = "start_offset"
+	ifFetchMaxBytes   = "fetch_max_bytes"
+	ifFetchMaxPart    = "fetch_max_partition_bytes"
+	ifFetchMaxWait    = "fetch_max_wait"
+	ifInstanceID      = "instance_id"
+	ifSessionTimeout  = "session_timeout"
+	ifRebalanceTO     = "rebalance_timeout"
+	ifHeartbeat       = "heartbeat_interval"
+	ifMultiHeader     = "multi_header"
+	ifBatching        = "batching"
+	ifBufferBytes     = "partition_buffer_bytes"
+	ifStallTimeout    = "stall_timeout"
+	ifWaitForTopics   = "wait_for_topics"
+)
+
+func franzInputSpec() *service.ConfigSpec {
+	fields := clientFields()
+	fields = append(fields,
+		service.NewStringListField(ifTopics).
+			Description("Topics to consume. Items holding commas are split. Without a `consumer_group`, an item may name partitions: `foo:0` (one partition), `foo:0-2` (a range), `foo:0:42` (one partition from offset 42).").
+			Example([]string{"fulfillment.transactions_schema.T_Customers"}).
+			Example([]string{"foo,bar"}).
+			Example([]string{"foo:0", "foo:1-2"}),
+		service.NewBoolField(ifRegexpTopics).
+			Description("Whether `topics` are regular expressions matched against the cluster's topics (re-checked every `metadata_max_age`).").
+			Default(false),
+		service.NewStringField(ifConsumerGroup).
+			Description("The consumer group: partitions are balanced across its members and acked offsets are committed to it. Without one, every partition of `topics` is consumed directly and nothing is committed.").
+			Optional(),
+		service.NewIntField(ifCheckpointLimit).
+			Description("How many batches of one partition may be in flight at once. The default 1 keeps **per-partition order**: the next batch of a partition is delivered only after the previous one is acked, so two changes of one row reach the output in order. A value above 1 is an explicit opt-in to processing batches of a partition in parallel (and out of order); offsets are still committed only up to the last batch acked together with every batch before it.").
+			Default(1).LintRule(`root = if this < 1 { [ "checkpoint_limit must be at least 1" ] }`),
+		service.NewDurationField(ifCommitPeriod).
+			Description("How often acked offsets are committed. Offsets are also committed when partitions are revoked and when the input closes.").
+			Default("5s"),
+		service.NewBoolField(ifStartFromOldest).
+			Description("Deprecated: use `start_offset`. Whether a partition without a committed offset starts from the oldest record (true) or the newest (false).").
+			Default(true).Advanced(),
+		service.NewStringAnnotatedEnumField(ifStartOffset, map[string]string{
+			"earliest":  "Start from the earliest offset (Kafka's `auto.offset.reset=earliest`).",
+			"latest":    "Start from the latest offset (`auto.offset.reset=latest`).",
+			"committed": "Consume a partition only from its committed offset; a partition without one is not consumed (`auto.offset.reset=none`).",
+		}).
+			Description("Where to start in a partition without a committed offset, or after an out-of-range offset. Overrides `start_from_oldest` when set.").
+			Optional().Advanced(),
+		service.NewStringField(ifFetchMaxBytes).
+			Description("The most bytes a broker returns for one fetch request.").
+			Default("50MiB").Advanced(),
+		service.NewStringField(ifFetchMaxPart).
+			Description("The most bytes a broker returns for one partition in a fetch. A record larger than this is still returned whole (Kafka never skips it).").
+			Default("1MiB").Advanced(),
+		service.NewDurationField(ifFetchMaxWait).
+			Description("How long a broker may hold a fetch while waiting for data. A fetch returns as soon as any record is there, so this bounds idle polling, not latency.").
+			Default("500ms").Advanced(),
+		service.NewStringField(ifInstanceID).
+			Description("Static group membership (KIP-345): a stable id for this member, so a restarted member takes its partitions back at once instead of waiting for a session timeout and a rebalance. Unique per member; empty disables it.").
+			Default("").Example("${ODS_INSTANCE_ID:}").Advanced(),
+		service.NewDurationField(ifSessionTimeout).
+			Description("How long the group waits for a silent member (crashed, or stuck) before rebalancing its partitions to others.").
+			Default("1m").Example("10s").Advanced(),
+		service.NewDurationField(ifRebalanceTO).
+			Description("How long the group waits for members to rejoin during a rebalance.").
+			Default("45s").Advanced(),
+		service.NewDurationField(ifHeartbeat).
+			Description("How often this member heartbeats to the group; keep it well below `session_timeout`.").
+			Default("3s").Advanced(),
+		service.NewBoolField(ifMultiHeader).
+			Description("Decode headers into lists, so repeated keys keep every value. Otherwise the last value of a key wins.").
+			Default(false).Advanced(),
+		service.NewBatchPolicyField(ifBatching).
+			Description("A batching policy applied to each partition separately: a batch never mixes partitions. Without one, a partition's whole backlog (up to `partition_buffer_bytes`) forms the next batch."),
+		service.NewStringField(ifBufferBytes).
+			Description("How many record bytes of one partition are buffered ahead of processing. Above it, fetching of the partition pauses until the buffer has drained to half: memory stays bounded when the output is slow or down.").
+			Default("8MiB").Advanced(),
+		service.NewDurationField(ifStallTimeout).
+			Description("A partition with lag that makes no progress for this long is logged as stalled (once, until it moves again).").
+			Default("1m").Advanced(),
+		service.NewBoolField(ifWaitForTopics).
+			Description("What to do when a topic in `topics` does not exist. False: connecting fails with an error naming the missing topics (retried with backoff, as every connection error). True: connect anyway and consume each topic once it appears.").
+			Default(false).Advanced(),
+		service.NewAutoRetryNacksToggleField(),
+	)
+	return service.NewConfigSpec().
+		Stable().
+		Categories("Services").
+		Summary("Consumes Kafka topics with franz-go: per-partition order, at-least-once commits, bounded memory.").
+		Description(`
+Field-compatible with Redpanda Connect's `+"`kafka_franz`"+` input, with the guarantees a change-data-capture
+pipeline needs by default:
+
+- **Per-partition order.** One batch of a partition is in flight at a time (`+"`checkpoint_limit: 1`"+`); batches
+  of different partitions are processed in parallel.
+- **At-least-once.** An offset is committed only when it and every earlier offset of its partition have been
+  acked. A rejected (nacked) batch is delivered again, after a backoff, before anything newer of its partition.
+- **Rebalances.** Acked offsets are committed when partitions are revoked; a partition this member no longer owns
+  gets no commit, and acks of its old in-flight batches count for nothing. Lost partitions drop their work.
+- **Bounded memory.** Fetching of a partition pauses while its buffer is full (`+"`partition_buffer_bytes`"+`).
+- **Observability.** Gauge `+"`kafka_lag{topic,partition}`"+` (records between the first unacked offset and the high
+  watermark); a partition with lag and no progress for `+"`stall_timeout`"+` is logged as stalled.
+
+### Metadata
+
+Every message carries `+"`kafka_key`, `kafka_topic`, `kafka_partition`, `kafka_offset`, `kafka_timestamp_ms`, `kafka_timestamp_unix`, `kafka_tombstone_message`"+` (true for a record with a null value) and each record header.
+`).
+		Fields(fields...).
+		Example("CDC topics with a consumer group", "Consume the three Debezium topics in order per partition.", `
+input:
+  kafka_franz:
+    seed_brokers: [ "${KAFKA_BROKERS:localhost:9092}" ]
+    topics:
+      - ${CDC_TOPIC_PREFIX:fulfillment.transactions_schema}.T_Customers
+      - ${CDC_TOPIC_PREFIX:fulfillment.transactions_schema}.T_Accounts
+      - ${CDC_TOPIC_PREFIX:fulfillment.transactions_schema}.T_Transactions
+    consumer_group: ${ODS_CONSUMER_GROUP:odsflow-ods}
+    session_timeout: 10s
+    batching:
+      count: 500
+      period: 50ms
+`)
+}
+
+func init() {
+	err := service.RegisterBatchInput("kafka_franz", franzInputSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchInput, error) {
+			return newFranzInput(conf, mgr)
+		})
+	if err != nil {
+		panic(err)
+	}
+}
+
+// pendingBatch is a batch handed from a partition worker to ReadBatch.
+type pendingBatch struct {
+	msgs service.MessageBatch
+	ack  service.AckFunc
+}
+
+// franzInput is the kafka_franz input. Goroutines and their owners: the poll
+// loop and the commit loop belong to one connection (started by Connect,
+// stopped by Close or a reconnect); each partition worker belongs to its
+// partitionState and stops when the partition is revoked, lost, or the
+// connection stops.
+type franzInput struct {
+	log *service.Logger
+	res *service.Resources
+	lag *service.MetricGauge
+
+	clientOpts      []kgo.Opt
+	topics          []string
+	regexpTopics    bool
+	group           string
+	direct          map[string]map[int32]kgo.Offset // explicit partitions, without a group
+	checkpointLimit int
+	commitPeriod    time.Duration
+	multiHeader     bool
+	autoReplay      bool
+	bufferBytes     int
+	stallTimeout    time.Duration
+	waitForTopics   bool
+	batchPolicy     service.BatchPolicy
+
+	batches chan pendingBatch
+
+	connMu sync.Mutex
+	conn   *franzConn // nil when not connected
+}
+
+// franzConn is one connection: a client, its partitions, its goroutines.
+type franzConn struct {
+	client *kgo.Client
+	cancel context.CancelFunc
+	ctx    context.Context
+	wg     sync.WaitGroup
+	failed chan struct{} // closed when the poll loop ends on its own
+
+	// commitMu serializes commits with rebalance callbacks, so no commit is
+	// ever sent for a partition after its revoke callback has run.
+	commitMu sync.Mutex
+	partsMu  sync.Mutex
+	parts    map[topicPartition]*partitionState
+}
+
+func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzInput, error) {
+	in := &franzInput{
+		log:     mgr.Logger(),
+		res:     mgr,
+		lag:     mgr.Metrics().NewGauge("kafka_lag", "topic", "partition"),
+		batches: make(chan pendingBatch),
+	}
+	var err error
+	if in.clientOpts, err = clientOptions(conf, in.log); err != nil {
+		return nil, err
+	}
+	rawTopics, err := conf.FieldStringList(ifTopics)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range rawTopics {
+		for _, s := range strings.Split(t, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				in.topics = append(in.topics, s)
+			}
+		}
+	}
+	if len(in.topics) == 0 {
+		return nil, errors.New("topics: at least one topic is required")
+	}
+	if in.regexpTopics, err = conf.FieldBool(ifRegexpTopics); err != nil {
+		return nil, err
+	}
+	if in.regexpTopics {
+		for _, t := range in.topics {
+			if _, err := regexp.Compile(t); err != nil {
+				return nil, fmt.Errorf("regexp_topics: %q: %w", t, err)
+			}
+		}
+	}
+	if conf.Contains(ifConsumerGroup) {
+		if in.group, err = conf.FieldString(ifConsumerGroup); err != nil {
+			return nil, err
+		}
+	}
+	if in.group == "" && !in.regexpTopics {
+		if in.topics, in.direct, err = parsePartitionedTopics(in.topics); err != nil {
+			return nil, err
+		}
+	}
+	if in.checkpointLimit, err = conf.FieldInt(ifCheckpointLimit); err != nil {
+		return nil, err
+	}
+	if in.checkpointLimit < 1 {
+		return nil, fmt.Errorf("checkpoint_limit must be at least 1, got %d", in.checkpointLimit)
+	}
+	if in.commitPeriod, err = conf.FieldDuration(ifCommitPeriod); err != nil {
+		return nil, err
+	}
+	if in.commitPeriod <= 0 {
+		return nil, errors.New("commit_period must be positive")
+	}
+	if in.multiHeader, err = conf.FieldBool(ifMultiHeader); err != nil {
+		return nil, err
+	}
+	if in.autoReplay, err = conf.FieldBool(service.AutoRetryNacksToggleFieldName); err != nil {
+		return nil, err
+	}
+	if in.bufferBytes, err = byteSizeField(conf, ifBufferBytes); err != nil {
+		return nil, err
+	}
+	if in.stallTimeout, err = conf.FieldDuration(ifStallTimeout); err != nil {
+		return nil, err
+	}
+	if in.waitForTopics, err = conf.FieldBool(ifWaitForTopics); err != nil {
+		return nil, err
+	}
+	if in.batchPolicy, err = conf.FieldBatchPolicy(ifBatching); err != nil {
+		return nil, err
+	}
+
+	consumerOpts, err := in.consumerOptions(conf)
+	if err != nil {
+		return nil, err
+	}
+	in.clientOpts = append(in.clientOpts, consumerOpts...)
+	return in, nil
+}
+
+func (in *franzInput) consumerOptions(conf *service.ParsedConfig) ([]kgo.Opt, error) {
+	fetchMax, err := byteSizeField(conf, ifFetchMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	fetchPart, err := byteSizeField(conf, ifFetchMaxPart)
+	if err != nil {
+		return nil, err
+	}
+	fetchWait, err := conf.FieldDuration(ifFetchMaxWait)
+	if err != nil {
+		return nil, err
+	}
+	reset := kgo.NewOffset().AtStart()
+	oldest, err := conf.FieldBool(ifStartFromOldest)
+	if err != nil {
+		return nil, err
+	}
+	if !oldest {
+		reset = kgo.NewOffset().AtEnd()
+	}
+	if conf.Contains(ifStartOffset) {
+		so, err := conf.FieldString(ifStartOffset)
+		if err != nil {
+			return nil, err
+		}
+		switch so {
+		case "earliest":
+			reset = kgo.NewOffset().AtStart()
+		case "latest":
+			reset = kgo.NewOffset().AtEnd()
+		case "committed":
+			reset = kgo.NoResetOffset()
+		default:
+			return nil, fmt.Errorf("start_offset: unknown value %q", so)
+		}
+	}
+	opts := []kgo.Opt{
+		kgo.FetchMaxBytes(int32(fetchMax)),
+		kgo.FetchMaxPartitionBytes(int32(fetchPart)),
+		kgo.FetchMaxWait(fetchWait),
+		kgo.ConsumeResetOffset(reset),
+		// A fetch response may legitimately exceed fetch_max_bytes (a single
+		// record larger than the limit is returned whole); leave room so it
+		// is read rather than failing the connection.
+		kgo.BrokerMaxReadBytes(int32(max(2*fetchMax, 100<<20))),
+	}
+	switch {
+	case in.regexpTopics:
+		opts = append(opts, kgo.ConsumeTopics(in.topics...), kgo.ConsumeRegex())
+	case in.direct != nil:
+		opts = append(opts, kgo.ConsumePartitions(in.direct))
+	default:
+		opts = append(opts, kgo.ConsumeTopics(in.topics...))
+	}
+	if in.group == "" {
+		return opts, nil
+	}
+	instanceID, err := conf.FieldString(ifInstanceID)
+	if err != nil {
+		return nil, err
+	}
+	session, err := conf.FieldDuration(ifSessionTimeout)
+	if err != nil {
+		return nil, err
+	}
+	rebalance, err := conf.FieldDuration(ifRebalanceTO)
+	if err != nil {
+		return nil, err
+	}
+	heartbeat, err := conf.FieldDuration(ifHeartbeat)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts,
+		kgo.ConsumerGroup(in.group),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.SessionTimeout(session),
+		kgo.RebalanceTimeout(rebalance),
+		kgo.HeartbeatInterval(heartbeat),
+	)
+	if instanceID != "" {
+		opts = append(opts, kgo.InstanceID(instanceID))
+	}
+	return opts, nil
+}
+
+// parsePartitionedTopics splits `topic:partition[-last][:offset]` items
+// into explicit partitions; plain topics stay topics. Mixing both is
+// refused: franz-go consumes either topics or explicit partitions.
+func parsePartitionedTopics(items []string) ([]string, map[string]map[int32]kgo.Offset, error) {
+	var plain []string
+	direct := map[string]map[int32]kgo.Offset{}
+	for _, item := range items {
+		parts := strings.Split(item, ":")
+		if len(parts) == 1 {
+			plain = append(plain, item)
+			continue
+		}
+		if len(parts) > 3 || parts[0] == "" {
+			return nil, nil, fmt.Errorf("topics: %q: want topic, topic:partition, topic:first-last or topic:partition:offset", item)
+		}
+		first, last, isRange := strings.Cut(parts[1], "-")
+		lo, err := strconv.ParseInt(first, 10, 32)
+		if err != nil {
+			return nil, nil, fmt.Errorf("topics: %q: bad partition: %w", item, err)
+		}
+		hi := lo
+		if isRange {
+			if hi, err = strconv.ParseInt(last, 10, 32); err != nil || hi < lo {
+				return nil, nil, fmt.Errorf("topics: %q: bad partition range", item)
+			}
+		}
+		offset := kgo.NewOffset().AtStart()
+		if len(parts) == 3 {
+			if isRange {
+				return nil, nil, fmt.Errorf("topics: %q: an offset needs a single partition", item)
+			}
+			o, err := strconv.ParseInt(parts[2], 10, 64)
+			if err != nil {
+				return nil, nil, fmt.Errorf("topics: %q: bad offset: %w", item, err)
+			}
+			offset = kgo.NewOffset().At(o)
+		}
+		if direct[parts[0]] == nil {
+			direct[parts[0]] = map[int32]kgo.Offset{}
+		}
+		for p := lo; p <= hi; p++ {
+			direct[parts[0]][int32(p)] = offset
+		}
+	}
+	if len(direct) == 0 {
+		return plain, nil, nil
+	}
+	if len(plain) > 0 {
+		return nil, nil, fmt.Errorf("topics: mix of whole topics %v and explicit partitions: use one form", plain)
+	}
+	topics := make([]string, 0, len(direct))
+	for t := range direct {
+		topics = append(topics, t)
+	}
+	return topics, direct, nil
+}
+
+func byteSizeField(conf *service.ParsedConfig, name string) (int, error) {
+	s, err := conf.FieldString(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	if n == 0 || n > 1<<30 {
+		return 0, fmt.Errorf("%s: %q must be between 1B and 1GiB", name, s)
+	}
+	return int(n), nil
+}
+
+// Connect creates the client, checks that a broker answers and that the
+// topics exist, and starts the poll and commit loops.
+func (in *franzInput) Connect(ctx context.Context) error {
+	in.connMu.Lock()
+	defer in.connMu.Unlock()
+	if in.conn != nil {
+		select {
+		case <-in.conn.failed:
+			in.stopConn(ctx, in.conn) // reconnect after the poll loop died
+		default:
+			return nil
+		}
+	}
+	c := &franzConn{parts: map[topicPartition]*partitionState{}, failed: make(chan struct{})}
+	// Callbacks may run before NewClient returns: everything they touch
+	// exists first, and they use the client they are given.
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	opts := append([]kgo.Opt{}, in.clientOpts...)
+	if in.group != "" {
+		opts = append(opts,
+			kgo.OnPartitionsAssigned(func(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+				in.onAssigned(c, cl, assigned)
+			}),
+			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+				in.onRevoked(ctx, c, cl, revoked)
+			}),
+			kgo.OnPartitionsLost(func(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
+				in.onLost(c, cl, lost)
+			}),
+		)
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		c.cancel()
+		return fmt.Errorf("creating kafka client: %w", err)
+	}
+	if err := pingBrokers(ctx, cl); err != nil {
+		c.cancel()
+		cl.Close()
+		return err
+	}
+	if err := in.checkTopics(ctx, cl); err != nil {
+		c.cancel()
+		cl.Close()
+		return err
+	}
+	c.client = cl
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); defer close(c.failed); in.pollLoop(c) }()
+	go func() { defer c.wg.Done(); in.commitLoop(c) }()
+	in.conn = c
+	return nil
+}
+
+// checkTopics fails the connection while a named topic is missing, unless
+// wait_for_topics is set.
+func (in *franzInput) checkTopics(ctx context.Context, cl *kgo.Client) error {
+	if in.regexpTopics {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(cl).ListTopics(ctx, in.topics...)
+	if err != nil {
+		return fmt.Errorf("listing topics: %w", err)
+	}
+	var missing []string
+	for _, t := range in.topics {
+		if d, ok := details[t]; !ok || d.Err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if in.waitForTopics {
+		in.log.Warnf("kafka_franz: topics %v do not exist yet; consuming them once they appear (wait_for_topics: true)", missing)
+		return nil
+	}
+	return fmt.Errorf("topics %v do not exist (create them, or set wait_for_topics: true to wait for them)", missing)
+}
+
+// ReadBatch returns the next batch of any partition.
+func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, service.AckFunc, error) {
+	in.connMu.Lock()
+	c := in.conn
+	in.connMu.Unlock()
+	if c == nil {
+		return nil, nil, service.ErrNotConnected
+	}
+	select {
+	case pb := <-in.batches:
+		return pb.msgs, pb.ack, nil
+	case <-c.failed:
+		return nil, nil, service.ErrNotConnected
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+// Close commits what is acked, leaves the group and stops every goroutine.
+func (in *franzInput) Close(ctx context.Context) error {
+	in.connMu.Lock()
+	defer in.connMu.Unlock()
+	if in.conn != nil {
+		in.stopConn(ctx, in.conn)
+		in.conn = nil
+	}
+	return nil
+}
+
+func (in *franzInput) stopConn(ctx context.Context, c *franzConn) {
+	c.cancel()
+	c.wg.Wait()
+	if in.group != "" {
+		in.commit(ctx, c, nil)
+	}
+	// Close leaves the group; the revoke callback commits anything acked
+	// since, then drops every partition.
+	c.client.Close()
+	c.partsMu.Lock()
+	for tp, p := range c.parts {
+		p.close()
+		delete(c.parts, tp)
+	}
+	c.partsMu.Unlock()
+}
+
+// pollLoop fetches and hands records to partition workers. With a group,
+// BlockRebalanceOnPoll makes rebalance callbacks wait until AllowRebalance:
+// records of a poll are dispatched to the states of the assignment they
+// were fetched under, never to a later one.
+func (in *franzInput) pollLoop(c *franzConn) {
+	if in.group != "" {
+		// A poll that returned records holds off rebalances until
+		// AllowRebalance; never exit holding them, or leaving the group
+		// on Close would wait forever.
+		defer c.client.AllowRebalance()
+	}
+	reported := map[string]string{}
+	for {
+		fetches := c.client.PollRecords(c.ctx, 10000)
+		if fetches.IsClientClosed() || c.ctx.Err() != nil {
+			return
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			key := topic + "/" + strconv.Itoa(int(partition))
+			if reported[key] != err.Error() {
+				reported[key] = err.Error()
+				in.log.Errorf("kafka_franz: fetching %s: %v (retrying; no offset is skipped)", key, err)
+			}
+		})
+		var pause map[string][]int32
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if fp.Err == nil {
+				delete(reported, fp.Topic+"/"+strconv.Itoa(int(fp.Partition)))
+			}
+			p := in.partition(c, topicPartition{fp.Topic, fp.Partition})
+			if p == nil {
+				return // not ours (any more)
+			}
+			if p.push(fp.Records, fp.HighWatermark) {
+				if pause == nil {
+					pause = map[string][]int32{}
+				}
+				pause[fp.Topic] = append(pause[fp.Topic], fp.Partition)
+			}
+		})
+		if pause != nil {
+			c.client.PauseFetchPartitions(pause)
+		}
+		if in.group != "" {
+			c.client.AllowRebalance()
+		}
+	}
+}
+
+// partition returns the state of an owned partition. Without a group there
+// are no assignment callbacks: every partition fetched is ours.
+func (in *franzInput) partition(c *franzConn, tp topicPartition) *partitionState {
+	c.partsMu.Lock()
+	defer c.partsMu.Unlock()
+	if p, ok := c.parts[tp]; ok {
+		return p
+	}
+	if in.group != "" {
+		return nil
+	}
+	return in.startPartitionLocked(c, c.client, tp)
+}
+
+func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topicPartition) *partitionState {
+	p := newPartitionState(in, tp)
+	p.client = cl
+	var batcher *service.Batcher
+	if !in.batchPolicy.IsNoop() {
+		b, err := in.batchPolicy.NewBatcher(in.res)
+		if err != nil {
+			in.log.Errorf("kafka_franz: %s: creating batcher: %v", tp, err)
+		} else {
+			batcher = b
+		}
+	}
+	c.parts[tp] = p
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); p.run(c.ctx, batcher) }()
+	return p
+}
+
+func (in *franzInput) onAssigned(c *franzConn, cl *kgo.Client, assigned map[string][]int32) {
+	c.partsMu.Lock()
+	defer c.partsMu.Unlock()
+	for topic, parts := range assigned {
+		for _, part := range parts {
+			tp := topicPartition{topic, part}
+			if old, ok := c.parts[tp]; ok {
+				old.close()
+			}
+			in.startPartitionLocked(c, cl, tp)
+		}
+	}
+	// Paused partitions stay paused across rebalances: a new ownership
+	// starts with fetching on.
+	cl.ResumeFetchPartitions(assigned)
+	in.log.Infof("kafka_franz: assigned %v", assigned)
+}
+
+// onRevoked commits what is acked of the revoked partitions, then drops
+// them: their in-flight batches will be redelivered to the new owner.
+func (in *franzInput) onRevoked(ctx context.Context, c *franzConn, cl *kgo.Client, revoked map[string][]int32) {
+	set := map[topicPartition]bool{}
+	for topic, parts := range revoked {
+		for _, part := range parts {
+			set[topicPartition{topic, part}] = true
+		}
+	}
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	in.commitLocked(ctx, c, cl, set)
+	in.dropPartitions(c, cl, set)
+	if len(set) > 0 {
+		in.log.Infof("kafka_franz: revoked %v", revoked)
+	}
+}
+
+// onLost drops partitions without committing: the group already gave them
+// to someone else, and a commit now could overwrite theirs.
+func (in *franzInput) onLost(c *franzConn, cl *kgo.Client, lost map[string][]int32) {
+	set := map[topicPartition]bool{}
+	for topic, parts := range lost {
+		for _, part := range parts {
+			set[topicPartition{topic, part}] = true
+		}
+	}
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	in.dropPartitions(c, cl, set)
+	in.log.Warnf("kafka_franz: lost partitions %v; their in-flight batches are dropped and will be redelivered to their new owner", lost)
+}
+
+func (in *franzInput) dropPartitions(c *franzConn, cl *kgo.Client, set map[topicPartition]bool) {
+	c.partsMu.Lock()
+	resume := map[string][]int32{}
+	for tp := range set {
+		if p, ok := c.parts[tp]; ok {
+			p.close()
+			delete(c.parts, tp)
+			resume[tp.topic] = append(resume[tp.topic], tp.partition)
+			in.lag.Set(0, tp.topic, strconv.Itoa(int(tp.partition)))
+		}
+	}
+	c.partsMu.Unlock()
+	cl.ResumeFetchPartitions(resume)
+}
+
+// commitLoop commits acked offsets every commit_period, and updates lag
+// and stall reports every second.
+func (in *franzInput) commitLoop(c *franzConn) {
+	commit := time.NewTicker(in.commitPeriod)
+	defer commit.Stop()
+	watch := time.NewTicker(time.Second)
+	defer watch.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-commit.C:
+			if in.group != "" {
+				in.commit(c.ctx, c, nil)
+			}
+		case <-watch.C:
+			in.watchLag(c)
+		}
+	}
+}
+
+func (in *franzInput) watchLag(c *franzConn) {
+	c.partsMu.Lock()
+	parts := make([]*partitionState, 0, len(c.parts))
+	for _, p := range c.parts {
+		parts = append(parts, p)
+	}
+	c.partsMu.Unlock()
+	for _, p := range parts {
+		lag := p.lag()
+		if lag < 0 {
+			continue
+		}
+		in.lag.Set(lag, p.tp.topic, strconv.Itoa(int(p.tp.partition)))
+		p.mu.Lock()
+		if lag > 0 && !p.stalled && time.Since(p.lastProgress) > in.stallTimeout {
+			p.stalled = true
+			in.log.Warnf("kafka_franz: %s is stalled: lag %d and no progress for %v (is the output down or slow?)", p.tp, lag, time.Since(p.lastProgress).Round(time.Second))
+		}
+		p.mu.Unlock()
+	}
+}
+
+// commit commits acked offsets of the partitions in only (all when nil).
+func (in *franzInput) commit(ctx context.Context, c *franzConn, only map[topicPartition]bool) {
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	in.commitLocked(ctx, c, c.client, only)
+}
+
+func (in *franzInput) commitLocked(ctx context.Context, c *franzConn, cl *kgo.Client, only map[topicPartition]bool) {
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	states := map[topicPartition]*partitionState{}
+	c.partsMu.Lock()
+	for tp, p := range c.parts {
+		if only != nil && !only[tp] {
+			continue
+		}
+		if eo, ok := p.commitOffset(); ok {
+			if offsets[tp.topic] == nil {
+				offsets[tp.topic] = map[int32]kgo.EpochOffset{}
+			}
+			offsets[tp.topic][tp.partition] = eo
+			states[tp] = p
+		}
+	}
+	c.partsMu.Unlock()
+	if len(offsets) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			in.log.Errorf("kafka_franz: committing offsets: %v (they will be committed again)", err)
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				tp := topicPartition{t.Topic, p.Partition}
+				if p.ErrorCode != 0 {
+					in.log.Errorf("kafka_franz: committing %s: error code %d (will retry)", tp, p.ErrorCode)
+					continue
+				}
+				if st, ok := states[tp]; ok {
+					st.markCommitted(offsets[t.Topic][p.Partition].Offset)
+				}
+			}
+		}
+	})
+}
+
+// toMessage converts a record, with its metadata.
+func (in *franzInput) toMessage(r *kgo.Record) *service.Message {
+	msg := service.NewMessage(r.Value)
+	msg.MetaSetMut("kafka_key", string(r.Key))
+	msg.MetaSetMut("kafka_topic", r.Topic)
+	msg.MetaSetMut("kafka_partition", int(r.Partition))
+	msg.MetaSetMut("kafka_offset", int(r.Offset))
+	msg.MetaSetMut("kafka_timestamp_ms", r.Timestamp.UnixMilli())
+	msg.MetaSetMut("kafka_timestamp_unix", r.Timestamp.Unix())
+	msg.MetaSetMut("kafka_tombstone_message", r.Value == nil)
+	if in.multiHeader {
+		multi := map[string][]any{}
+		for _, h := range r.Headers {
+			multi[h.Key] = append(multi[h.Key], string(h.Value))
+		}
+		for k, v := range multi {
+			msg.MetaSetMut(k, v)
+		}
+	} else {
+		for _, h := range r.Headers {
+			msg.MetaSetMut(h.Key, string(h.Value))
+		}
+	}
+	return msg
+}

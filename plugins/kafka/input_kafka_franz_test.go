@@ -1,0 +1,440 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/redpanda-data/benthos/v4/public/components/io"
+	_ "github.com/redpanda-data/benthos/v4/public/components/pure"
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/odsflow/odsflow/internal/devstack"
+)
+
+// inStack starts a broker for one test; sessions may be short so that
+// rebalance tests do not wait for Kafka's 6 s minimum.
+func inStack(t *testing.T) *devstack.Stack {
+	t.Helper()
+	return devstack.ForTest(t, devstack.Config{
+		NoPostgres:   true,
+		KafkaOptions: []kfake.Opt{kfake.GroupMinSessionTimeout(500 * time.Millisecond)},
+	})
+}
+
+func inCreateTopic(t *testing.T, brokers, topic string, partitions int32) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopics(context.Background(), partitions, 1, nil, topic)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatalf("creating topic %s: %v", topic, err)
+	}
+}
+
+// inProduce writes n records per partition with values "p<partition>-<i>"
+// and returns once all are acknowledged.
+func inProduce(t *testing.T, brokers, topic string, partitions int32, n int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for p := int32(0); p < partitions; p++ {
+		for i := 0; i < n; i++ {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p,
+				Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("p%d-%d", p, i))})
+		}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// newTestInput builds the input from YAML, as the stream would.
+func newTestInput(t *testing.T, yaml string) *franzInput {
+	t.Helper()
+	conf, err := franzInputSpec().ParseYAML(yaml, nil)
+	if err != nil {
+		t.Fatalf("parsing config: %v", err)
+	}
+	in, err := newFranzInput(conf, service.MockResources())
+	if err != nil {
+		t.Fatalf("newFranzInput: %v", err)
+	}
+	return in
+}
+
+func connect(t *testing.T, in *franzInput) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := in.Connect(ctx); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	t.Cleanup(func() { _ = in.Close(context.Background()) })
+}
+
+type readBatch struct {
+	partition int
+	offsets   []int
+	values    []string
+	ack       service.AckFunc
+}
+
+// read returns the next batch, or fails after timeout.
+func read(t *testing.T, in *franzInput, timeout time.Duration) readBatch {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	batch, ack, err := in.ReadBatch(ctx)
+	if err != nil {
+		t.Fatalf("ReadBatch: %v", err)
+	}
+	var rb readBatch
+	rb.ack = ack
+	for _, m := range batch {
+		p, _ := m.MetaGetMut("kafka_partition")
+		o, _ := m.MetaGetMut("kafka_offset")
+		v, _ := m.AsBytes()
+		rb.partition = p.(int)
+		rb.offsets = append(rb.offsets, o.(int))
+		rb.values = append(rb.values, string(v))
+	}
+	return rb
+}
+
+// readN reads batches until n records have been seen, without acking.
+func readN(t *testing.T, in *franzInput, n int) []readBatch {
+	t.Helper()
+	var out []readBatch
+	for seen := 0; seen < n; {
+		rb := read(t, in, 15*time.Second)
+		seen += len(rb.offsets)
+		out = append(out, rb)
+	}
+	return out
+}
+
+func groupConfig(brokers, topic, group string, extra string) string {
+	return fmt.Sprintf(`
+seed_brokers: [ %q ]
+topics: [ %q ]
+consumer_group: %q
+commit_period: 100ms
+session_timeout: 2s
+heartbeat_interval: 100ms
+rebalance_timeout: 5s
+%s`, brokers, topic, group, extra)
+}
+
+func TestInputRedeliversUnackedAfterRestart(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "redeliver", 1)
+	inProduce(t, s.Brokers, "redeliver", 1, 10)
+
+	// First member reads everything and acks nothing, then stops.
+	in1 := newTestInput(t, groupConfig(s.Brokers, "redeliver", "g", ""))
+	connect(t, in1)
+	first := readN(t, in1, 10)
+	if err := in1.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next one gets all of it again, from offset 0; this time it acks.
+	in2 := newTestInput(t, groupConfig(s.Brokers, "redeliver", "g", ""))
+	connect(t, in2)
+	second := readN(t, in2, 10)
+	if got := second[0].offsets[0]; got != 0 {
+		t.Fatalf("after a restart without acks, redelivery starts at offset %d, want 0 (first run saw %v)", got, first[0].offsets)
+	}
+	var all []int
+	for _, rb := range second {
+		all = append(all, rb.offsets...)
+		if err := rb.ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, o := range all {
+		if o != i {
+			t.Fatalf("redelivered offsets %v, want 0..9 in order", all)
+		}
+	}
+	if err := in2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Acked and committed on close: a third member starts after them.
+	inProduce(t, s.Brokers, "redeliver", 1, 1)
+	in3 := newTestInput(t, groupConfig(s.Brokers, "redeliver", "g", ""))
+	connect(t, in3)
+	if rb := read(t, in3, 15*time.Second); rb.offsets[0] != 10 {
+		t.Fatalf("after acking 0..9, the next member starts at %d, want 10", rb.offsets[0])
+	}
+}
+
+func TestInputReplaysNackBeforeAnythingNewer(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "nack", 1)
+	inProduce(t, s.Brokers, "nack", 1, 5)
+	in := newTestInput(t, groupConfig(s.Brokers, "nack", "g", "batching: { count: 5 }"))
+	connect(t, in)
+
+	rb := read(t, in, 15*time.Second)
+	if len(rb.offsets) != 5 {
+		t.Fatalf("batch of %d, want 5 (batching count 5)", len(rb.offsets))
+	}
+	inProduce(t, s.Brokers, "nack", 1, 5) // newer records, must wait
+	if err := rb.ack(context.Background(), fmt.Errorf("output down")); err != nil {
+		t.Fatal(err)
+	}
+	again := read(t, in, 15*time.Second)
+	if fmt.Sprint(again.offsets) != fmt.Sprint(rb.offsets) {
+		t.Fatalf("after a nack got offsets %v, want the same batch %v again", again.offsets, rb.offsets)
+	}
+	if err := again.ack(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	next := read(t, in, 15*time.Second)
+	if next.offsets[0] != 5 {
+		t.Fatalf("after the replay was acked, next batch starts at %d, want 5", next.offsets[0])
+	}
+}
+
+func TestInputOneBatchInFlightPerPartition(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "inflight", 1)
+	inProduce(t, s.Brokers, "inflight", 1, 20)
+	in := newTestInput(t, groupConfig(s.Brokers, "inflight", "g", "batching: { count: 5 }"))
+	connect(t, in)
+	first := read(t, in, 15*time.Second)
+
+	// With the first batch unacked, nothing more of the partition comes.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if batch, _, err := in.ReadBatch(ctx); err == nil {
+		t.Fatalf("a second batch (%d messages) was delivered while the first was unacked", len(batch))
+	}
+	if err := first.ack(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if next := read(t, in, 15*time.Second); next.offsets[0] != 5 {
+		t.Fatalf("next batch starts at %d, want 5", next.offsets[0])
+	}
+}
+
+func TestInputCheckpointLimitAllowsParallelBatches(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "parallel", 1)
+	inProduce(t, s.Brokers, "parallel", 1, 20)
+	in := newTestInput(t, groupConfig(s.Brokers, "parallel", "g", "checkpoint_limit: 3\nbatching: { count: 5 }"))
+	connect(t, in)
+	batches := readN(t, in, 15) // three batches without any ack
+	if len(batches) != 3 {
+		t.Fatalf("got %d batches in flight, want 3", len(batches))
+	}
+	// Acking the later ones first must not commit past the unacked first.
+	_ = batches[2].ack(context.Background(), nil)
+	_ = batches[1].ack(context.Background(), nil)
+	in.connMu.Lock()
+	p := in.conn.parts[topicPartition{"parallel", 0}]
+	in.connMu.Unlock()
+	if eo, ok := p.commitOffset(); ok {
+		t.Fatalf("committable offset %d while offset 0 is unacked", eo.Offset)
+	}
+	_ = batches[0].ack(context.Background(), nil)
+	if eo, ok := p.commitOffset(); !ok || eo.Offset != 15 {
+		t.Fatalf("committable offset %v %v, want 15 once 0..14 are acked", eo.Offset, ok)
+	}
+}
+
+func TestInputMetadata(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "meta", 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.UnixMilli(1_700_000_000_123)
+	err = cl.ProduceSync(context.Background(),
+		&kgo.Record{Topic: "meta", Key: []byte("key-1"), Value: []byte("v"), Timestamp: ts,
+			Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("a")}, {Key: "h", Value: []byte("b")}, {Key: "x", Value: []byte("y")}}},
+		&kgo.Record{Topic: "meta", Key: []byte("key-1"), Value: nil, Timestamp: ts},
+	).FirstErr()
+	cl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, multi := range []bool{false, true} {
+		in := newTestInput(t, fmt.Sprintf("seed_brokers: [%q]\ntopics: [meta]\nmulti_header: %v\nbatching: {count: 2}", s.Brokers, multi))
+		connect(t, in)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		batch, _, err := in.ReadBatch(ctx)
+		cancel()
+		if err != nil || len(batch) != 2 {
+			t.Fatalf("ReadBatch: %d messages, %v", len(batch), err)
+		}
+		want := map[string]any{
+			"kafka_key": "key-1", "kafka_topic": "meta", "kafka_partition": 0, "kafka_offset": 0,
+			"kafka_timestamp_ms": int64(1_700_000_000_123), "kafka_timestamp_unix": int64(1_700_000_000),
+			"kafka_tombstone_message": false,
+		}
+		// With multi_header every header is a list, repeated or not.
+		if multi {
+			want["x"] = []any{"y"}
+		} else {
+			want["x"] = "y"
+		}
+		for k, v := range want {
+			got, _ := batch[0].MetaGetMut(k)
+			if fmt.Sprint(got) != fmt.Sprint(v) || fmt.Sprintf("%T", got) != fmt.Sprintf("%T", v) {
+				t.Errorf("multi_header=%v: metadata %s = %v (%T), want %v (%T)", multi, k, got, got, v, v)
+			}
+		}
+		h, _ := batch[0].MetaGetMut("h")
+		if wantH := map[bool]string{false: "b", true: "[a b]"}[multi]; fmt.Sprint(h) != wantH {
+			t.Errorf("multi_header=%v: header h = %v, want %s", multi, h, wantH)
+		}
+		if tomb, _ := batch[1].MetaGetMut("kafka_tombstone_message"); tomb != true {
+			t.Errorf("null value: kafka_tombstone_message = %v, want true", tomb)
+		}
+		if b, _ := batch[1].AsBytes(); len(b) != 0 {
+			t.Errorf("tombstone body %q, want empty", b)
+		}
+	}
+}
+
+func TestInputMissingTopic(t *testing.T) {
+	s := inStack(t)
+	in := newTestInput(t, fmt.Sprintf("seed_brokers: [%q]\ntopics: [nope]\nconsumer_group: g", s.Brokers))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := in.Connect(ctx)
+	if err == nil || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "do not exist") {
+		t.Fatalf("Connect to a missing topic: %v, want an error naming it", err)
+	}
+
+	waiting := newTestInput(t, groupConfig(s.Brokers, "later", "g2", "wait_for_topics: true"))
+	connect(t, waiting)
+	inCreateTopic(t, s.Brokers, "later", 1)
+	inProduce(t, s.Brokers, "later", 1, 1)
+	if rb := read(t, waiting, 20*time.Second); rb.values[0] != "p0-0" {
+		t.Fatalf("got %v from a topic created after connecting", rb.values)
+	}
+}
+
+func TestInputUnreachableBrokerIsConnectionError(t *testing.T) {
+	in := newTestInput(t, "seed_brokers: [\"127.0.0.1:1\"]\ntopics: [t]\nconsumer_group: g")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := in.Connect(ctx); err == nil {
+		_ = in.Close(context.Background())
+		t.Fatal("Connect to an unreachable broker succeeded")
+	}
+}
+
+func TestParsePartitionedTopics(t *testing.T) {
+	topics, direct, err := parsePartitionedTopics([]string{"a:0", "a:2-3", "b:1:42"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(topics) != 2 || len(direct["a"]) != 3 || len(direct["b"]) != 1 {
+		t.Fatalf("topics %v, direct %v", topics, direct)
+	}
+	if got := direct["b"][1]; fmt.Sprint(got) != fmt.Sprint(kgo.NewOffset().At(42)) {
+		t.Errorf("b:1:42 offset %v", got)
+	}
+	for _, bad := range [][]string{{"a:x"}, {"a:3-1"}, {"a:0-1:5"}, {"a:0", "b"}, {":1"}} {
+		if _, _, err := parsePartitionedTopics(bad); err == nil {
+			t.Errorf("parsePartitionedTopics(%v) accepted", bad)
+		}
+	}
+	if topics, direct, err := parsePartitionedTopics([]string{"a", "b"}); err != nil || direct != nil || len(topics) != 2 {
+		t.Errorf("plain topics: %v %v %v", topics, direct, err)
+	}
+}
+
+// TestInputOrderThroughAStream runs a real Benthos stream with a slow,
+// multi-threaded pipeline and checks that each partition's records reach
+// the output in offset order.
+func TestInputOrderThroughAStream(t *testing.T) {
+	s := inStack(t)
+	const perPartition = 150
+	inCreateTopic(t, s.Brokers, "order", 3)
+	inProduce(t, s.Brokers, "order", 3, perPartition)
+
+	b := service.NewStreamBuilder()
+	err := b.SetYAML(fmt.Sprintf(`
+input:
+  kafka_franz:
+    seed_brokers: [ %q ]
+    topics: [ order ]
+    consumer_group: order-test
+    batching: { count: 7, period: 5ms }
+pipeline:
+  threads: 4
+  processors:
+    - sleep: { duration: '${! random_int(max: 3) }ms' }
+output:
+  drop: {}
+logger: { level: warn }
+`, s.Brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	last := map[int]int{0: -1, 1: -1, 2: -1}
+	total := 0
+	done := make(chan struct{})
+	if err := b.AddBatchConsumerFunc(func(_ context.Context, batch service.MessageBatch) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range batch {
+			p, _ := m.MetaGetMut("kafka_partition")
+			o, _ := m.MetaGetMut("kafka_offset")
+			if o.(int) != last[p.(int)]+1 {
+				t.Errorf("partition %d: offset %d after %d", p, o, last[p.(int)])
+			}
+			last[p.(int)] = o.(int)
+			total++
+		}
+		if total == 3*perPartition {
+			close(done)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = stream.Run(context.Background()) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		mu.Lock()
+		t.Errorf("timed out with %d of %d records", total, 3*perPartition)
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := stream.Stop(ctx); err != nil {
+		t.Errorf("stopping stream: %v", err)
+	}
+}
