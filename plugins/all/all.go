@@ -3,3 +3,8 @@
 // its init function. A plugin package that is not imported here does not
 // exist for users; TestEveryPluginPackageIsImported guards that.
 package all
+
+import (
+	// kafka_franz input and output.
+	_ "github.com/odsflow/odsflow/plugins/kafka"
+)
