@@ -155,6 +155,11 @@ func init() {
 	}
 }
 
+// pollMaxRecords bounds one poll. Records of a poll are buffered whole, so
+// this bounds how far a partition's buffer can overshoot its limit before
+// fetching pauses (the client keeps the rest and refetches it on resume).
+const pollMaxRecords = 1000
+
 // pendingBatch is a batch handed from a partition worker to ReadBatch.
 type pendingBatch struct {
 	msgs service.MessageBatch
@@ -591,7 +596,7 @@ func (in *franzInput) pollLoop(c *franzConn) {
 	}
 	reported := map[string]string{}
 	for {
-		fetches := c.client.PollRecords(c.ctx, 10000)
+		fetches := c.client.PollRecords(c.ctx, pollMaxRecords)
 		if fetches.IsClientClosed() || c.ctx.Err() != nil {
 			return
 		}

@@ -3,6 +3,10 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -436,5 +440,92 @@ logger: { level: warn }
 	defer cancel()
 	if err := stream.Stop(ctx); err != nil {
 		t.Errorf("stopping stream: %v", err)
+	}
+}
+
+// syncBuf collects log output written from the stream's goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestInputLagGaugeAndStallLog: with the output stuck, kafka_lag shows the
+// backlog and the partition is logged as stalled.
+func TestInputLagGaugeAndStallLog(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "lag", 1)
+	inProduce(t, s.Brokers, "lag", 1, 50)
+
+	b := service.NewStreamBuilder()
+	if err := b.SetYAML(fmt.Sprintf(`
+input:
+  kafka_franz:
+    seed_brokers: [ %q ]
+    topics: [ lag ]
+    consumer_group: lag-g
+    stall_timeout: 1s
+    batching: { count: 10 }
+output:
+  drop: {}
+metrics:
+  json_api: {}
+`, s.Brokers)); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	b.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	mux := http.NewServeMux()
+	b.SetHTTPMux(mux)
+	release := make(chan struct{})
+	if err := b.AddBatchConsumerFunc(func(ctx context.Context, _ service.MessageBatch) error {
+		select { // the output is down
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = stream.Run(context.Background()) }()
+	defer func() {
+		close(release)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = stream.Stop(ctx)
+	}()
+
+	// json_api keys carry the labels: kafka_lag{label="",partition="0",path=…,topic="lag"}.
+	lagLine := regexp.MustCompile(`"kafka_lag\{[^}]*partition=\\"0\\"[^}]*topic=\\"lag\\"\}":(\d+)`)
+	var lag string
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && (lag != "50" || !strings.Contains(logs.String(), "is stalled")) {
+		time.Sleep(100 * time.Millisecond)
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/stats", nil))
+		if m := lagLine.FindStringSubmatch(rec.Body.String()); m != nil {
+			lag = m[1]
+		}
+	}
+	if lag != "50" {
+		t.Errorf("kafka_lag for lag/0 = %q, want 50 (nothing acked, high watermark 50)", lag)
+	}
+	if !strings.Contains(logs.String(), "lag/0 is stalled") {
+		t.Errorf("no stall reported; logs:\n%s", logs.String())
 	}
 }
