@@ -27,6 +27,8 @@ const (
 	fieldTLS            = "tls"
 	fieldSASL           = "sasl"
 	fieldMetadataMaxAge = "metadata_max_age"
+	fieldReqOverhead    = "request_timeout_overhead"
+	fieldConnIdle       = "conn_idle_timeout"
 )
 
 // clientFields are the connection fields of both components, in the order
@@ -49,6 +51,12 @@ func clientFields() []*service.ConfigField {
 		service.NewDurationField(fieldMetadataMaxAge).
 			Description("The maximum age of metadata before it is refreshed; new partitions and topics matching `regexp_topics` are found this often.").
 			Default("5m").Advanced(),
+		service.NewDurationField(fieldReqOverhead).
+			Description("Added to a request's own timeout (such as a fetch's max wait) before the client gives up on a broker's answer.").
+			Default("10s").Advanced(),
+		service.NewDurationField(fieldConnIdle).
+			Description("How long an idle connection to a broker stays open.").
+			Default("20s").Advanced(),
 	}
 }
 
@@ -111,8 +119,18 @@ func clientOptions(conf *service.ParsedConfig, log *service.Logger) ([]kgo.Opt, 
 	if err != nil {
 		return nil, err
 	}
+	overhead, err := conf.FieldDuration(fieldReqOverhead)
+	if err != nil {
+		return nil, err
+	}
+	idle, err := conf.FieldDuration(fieldConnIdle)
+	if err != nil {
+		return nil, err
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(brokers...),
+		kgo.RequestTimeoutOverhead(overhead),
+		kgo.ConnIdleTimeout(idle),
 		kgo.ClientID(clientID),
 		kgo.MetadataMaxAge(maxAge),
 		kgo.WithLogger(kgoLogger{log}),

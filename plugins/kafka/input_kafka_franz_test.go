@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -70,7 +71,7 @@ func inProduce(t *testing.T, brokers, topic string, partitions int32, n int) {
 }
 
 // newTestInput builds the input from YAML, as the stream would.
-func newTestInput(t *testing.T, yaml string) *franzInput {
+func newTestInput(t testing.TB, yaml string) *franzInput {
 	t.Helper()
 	conf, err := franzInputSpec().ParseYAML(yaml, nil)
 	if err != nil {
@@ -527,5 +528,60 @@ metrics:
 	}
 	if !strings.Contains(logs.String(), "lag/0 is stalled") {
 		t.Errorf("no stall reported; logs:\n%s", logs.String())
+	}
+}
+
+// TestInputUnreachableBrokerIsRetriedAndCounted: a stream whose broker is
+// down keeps running, retrying the connection and counting each failure.
+func TestInputUnreachableBrokerIsRetriedAndCounted(t *testing.T) {
+	b := service.NewStreamBuilder()
+	if err := b.SetYAML(`
+input:
+  kafka_franz:
+    seed_brokers: [ "127.0.0.1:1" ]
+    topics: [ t ]
+    consumer_group: g
+output:
+  drop: {}
+metrics:
+  json_api: {}
+`); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	b.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	mux := http.NewServeMux()
+	b.SetHTTPMux(mux)
+	stream, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- stream.Run(context.Background()) }()
+
+	failures := regexp.MustCompile(`"input_connection_failed\{[^}]*\}":(\d+)`)
+	deadline := time.Now().Add(30 * time.Second)
+	var n int
+	for time.Now().Before(deadline) && n < 2 {
+		time.Sleep(200 * time.Millisecond)
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/stats", nil))
+		if m := failures.FindStringSubmatch(rec.Body.String()); m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+	}
+	select {
+	case err := <-ran:
+		t.Fatalf("stream ended while the broker was down: %v", err)
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_ = stream.Stop(ctx)
+	if n < 2 {
+		t.Fatalf("input_connection_failed = %d, want the failed connects counted (>= 2)", n)
+	}
+	if !strings.Contains(logs.String(), "no seed broker reachable") {
+		t.Errorf("the connection error is not logged clearly; logs:\n%s", logs.String())
 	}
 }
