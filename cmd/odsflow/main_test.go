@@ -59,7 +59,8 @@ func TestListShowsBenthosComponents(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("list: exit %d", code)
 	}
-	for _, name := range []string{"generate", "stdin", "http_server", "mapping", "branch", "stdout", "file"} {
+	// Benthos' own components, and ours from plugins/all.
+	for _, name := range []string{"generate", "stdin", "http_server", "mapping", "branch", "stdout", "file", "kafka_franz"} {
 		if !strings.Contains(out, "  - "+name+"\n") {
 			t.Errorf("list does not show %q", name)
 		}

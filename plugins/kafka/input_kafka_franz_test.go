@@ -19,6 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/odsflow/odsflow/internal/devstack"
 )
@@ -584,4 +586,146 @@ metrics:
 	if !strings.Contains(logs.String(), "no seed broker reachable") {
 		t.Errorf("the connection error is not logged clearly; logs:\n%s", logs.String())
 	}
+}
+
+func TestSeedBrokersExpandCommas(t *testing.T) {
+	conf, err := franzInputSpec().ParseYAML(`
+seed_brokers: [ "a:9092,b:9092", " c:9092 ", "" ]
+topics: [ t ]
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := seedBrokers(conf)
+	if err != nil || strings.Join(got, " ") != "a:9092 b:9092 c:9092" {
+		t.Fatalf("seedBrokers = %v, %v", got, err)
+	}
+}
+
+func TestInputRegexpTopics(t *testing.T) {
+	s := inStack(t)
+	for _, topic := range []string{"rx.a", "rx.b", "other"} {
+		inCreateTopic(t, s.Brokers, topic, 1)
+		inProduce(t, s.Brokers, topic, 1, 1)
+	}
+	in := newTestInput(t, groupConfig(s.Brokers, `^rx\.`, "rx-g", "regexp_topics: true"))
+	connect(t, in)
+	got := map[string]bool{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for len(got) < 2 {
+		batch, ack, err := in.ReadBatch(ctx)
+		if err != nil {
+			t.Fatalf("ReadBatch: %v (got %v)", err, got)
+		}
+		for _, m := range batch {
+			topic, _ := m.MetaGetMut("kafka_topic")
+			got[topic.(string)] = true
+		}
+		_ = ack(ctx, nil)
+	}
+	if !got["rx.a"] || !got["rx.b"] || got["other"] {
+		t.Fatalf("consumed topics %v, want rx.a and rx.b only", got)
+	}
+}
+
+// TestInputSASL authenticates against a broker that requires SCRAM or
+// PLAIN, and is refused with a wrong password.
+func TestInputSASL(t *testing.T) {
+	// The dev stack's readiness probe speaks no SASL: run kfake directly,
+	// still over loopback TCP.
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(),
+		kfake.EnableSASL(),
+		kfake.Superuser("SCRAM-SHA-256", "scram", "s3cret"),
+		kfake.Superuser("PLAIN", "plain", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()[0]
+	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.AllowAutoTopicCreation(),
+		kgo.SASL(scramAuth("scram", "s3cret")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.ProduceSync(context.Background(), &kgo.Record{Topic: "secure", Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatalf("seeding with SCRAM: %v", err)
+	}
+	admin.Close()
+
+	for _, tc := range []struct {
+		mech, user, pass string
+		ok               bool
+	}{
+		{"SCRAM-SHA-256", "scram", "s3cret", true},
+		{"PLAIN", "plain", "s3cret", true},
+		{"SCRAM-SHA-256", "scram", "wrong", false},
+	} {
+		in := newTestInput(t, fmt.Sprintf(`
+seed_brokers: [ %q ]
+topics: [ secure ]
+sasl:
+  - mechanism: %s
+    username: %s
+    password: %s
+`, brokers, tc.mech, tc.user, tc.pass))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := in.Connect(ctx)
+		cancel()
+		if !tc.ok {
+			if err == nil {
+				_ = in.Close(context.Background())
+				t.Errorf("%s with a wrong password connected", tc.mech)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: Connect: %v", tc.mech, err)
+			continue
+		}
+		if rb := read(t, in, 15*time.Second); rb.values[0] != "v" {
+			t.Errorf("%s: read %v", tc.mech, rb.values)
+		}
+		_ = in.Close(context.Background())
+	}
+}
+
+// TestInputRecordLargerThanFetchLimits: a record bigger than
+// fetch_max_bytes and fetch_max_partition_bytes is still delivered whole.
+func TestInputRecordLargerThanFetchLimits(t *testing.T) {
+	s := inStack(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Brokers), kgo.ProducerBatchMaxBytes(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	maxMsg := "8388608"
+	resp, err := kadm.NewClient(cl).CreateTopics(context.Background(), 1, 1, map[string]*string{"max.message.bytes": &maxMsg}, "big")
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(strings.Repeat("b", 3<<20))
+	if err := cl.ProduceSync(context.Background(),
+		&kgo.Record{Topic: "big", Value: big},
+		&kgo.Record{Topic: "big", Value: []byte("after")}).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	in := newTestInput(t, groupConfig(s.Brokers, "big", "big-g", "fetch_max_bytes: 1MiB\nfetch_max_partition_bytes: 1MiB"))
+	connect(t, in)
+	var values []string
+	for len(values) < 2 {
+		rb := read(t, in, 20*time.Second)
+		values = append(values, rb.values...)
+		_ = rb.ack(context.Background(), nil)
+	}
+	if len(values[0]) != len(big) || values[1] != "after" {
+		t.Fatalf("got records of %d and %q bytes, want the 3 MiB record whole, then %q", len(values[0]), values[1], "after")
+	}
+}
+
+func scramAuth(user, pass string) sasl.Mechanism {
+	return scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
 }
