@@ -5,6 +5,8 @@
 package all
 
 import (
+	// debezium_unwrap.
+	_ "github.com/odsflow/odsflow/plugins/debezium"
 	// kafka_franz input and output.
 	_ "github.com/odsflow/odsflow/plugins/kafka"
 )

@@ -1,0 +1,224 @@
+// Package debezium holds debezium_unwrap: from a decoded Debezium change
+// event to the row state it describes, with the change's kind and version
+// as metadata.
+package debezium
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+)
+
+const (
+	fieldTombstones  = "tombstones"
+	fieldKeyMetadata = "key_metadata"
+)
+
+func unwrapSpec() *service.ConfigSpec {
+	return service.NewConfigSpec().
+		Stable().
+		Categories("Parsing").
+		Summary("Turns a decoded Debezium change event into the row it describes, with the change's kind and version as metadata.").
+		Description(`
+Expects the envelope as structured data with bare unions (`+"`schema_registry_decode`"+` with `+"`avro.raw_unions: true`"+`),
+fields read by name so that Debezium 2.0–3.x layouts all work. The message becomes:
+
+| `+"`op`"+` | body |
+|---|---|
+| `+"`r`"+` snapshot read, `+"`c`"+` insert, `+"`u`"+` update | `+"`after`"+` |
+| `+"`d`"+` delete | `+"`before`"+` (the key, or the whole old row under REPLICA IDENTITY FULL) |
+| `+"`t`"+` truncate | `+"`{}`"+` |
+| `+"`m`"+` logical message | the envelope's `+"`message`"+` |
+
+Metadata: `+"`cdc_op`"+`, `+"`cdc_table`"+` and `+"`cdc_schema`"+` (from `+"`source`"+`), `+"`cdc_version`"+` (`+"`source.lsn`"+`, the change's
+WAL position, which only grows for a row; `+"`source.ts_ms`"+` when the LSN is null, as for incremental snapshots),
+`+"`cdc_ts_ms`"+` (`+"`source.ts_ms`"+`), `+"`cdc_snapshot`"+` (true for snapshot reads). The envelope's own `+"`ts_ms`"+` is processing
+time and never used as a version.
+
+A tombstone (an empty message, Kafka's marker after a delete) is dropped by default: the `+"`d`"+` event before it
+already carries the delete. With `+"`tombstones: delete`"+` it becomes a delete of its key, read from the metadata
+`+"`key_metadata`"+` names (a decoded key, see `+"`schema_registry_decode`"+`), with `+"`cdc_tombstone: true`"+` and no version.
+An envelope without a known `+"`op`"+` is marked errored with the reason.
+`).
+		Fields(
+			service.NewStringAnnotatedEnumField(fieldTombstones, map[string]string{
+				"drop":   "Drop tombstones: the delete event before each one already carries the change.",
+				"delete": "Pass each tombstone on as a `d` of its key (body = the decoded key).",
+			}).Description("What to do with tombstones (empty messages).").Default("drop"),
+			service.NewStringField(fieldKeyMetadata).
+				Description("The metadata key holding the decoded Kafka key, used for tombstones as deletes.").
+				Default("cdc_key").Advanced(),
+		).
+		Example("Debezium to rows", "Decode, then unwrap.", `
+pipeline:
+  processors:
+    - schema_registry_decode:
+        url: ${SCHEMA_REGISTRY_URL:http://localhost:8081}
+        avro: { raw_unions: true, preserve_logical_types: true, translate_kafka_connect_types: true }
+    - debezium_unwrap: {}
+`)
+}
+
+func init() {
+	err := service.RegisterProcessor("debezium_unwrap", unwrapSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.Processor, error) {
+			return newUnwrap(conf, mgr)
+		})
+	if err != nil {
+		panic(err)
+	}
+}
+
+type unwrap struct {
+	tombstonesAsDeletes bool
+	keyMeta             string
+	dropped             *service.MetricCounter
+	log                 *service.Logger
+}
+
+func newUnwrap(conf *service.ParsedConfig, mgr *service.Resources) (*unwrap, error) {
+	mode, err := conf.FieldString(fieldTombstones)
+	if err != nil {
+		return nil, err
+	}
+	keyMeta, err := conf.FieldString(fieldKeyMetadata)
+	if err != nil {
+		return nil, err
+	}
+	return &unwrap{
+		tombstonesAsDeletes: mode == "delete",
+		keyMeta:             keyMeta,
+		dropped:             mgr.Metrics().NewCounter("debezium_tombstones_dropped"),
+		log:                 mgr.Logger(),
+	}, nil
+}
+
+func (u *unwrap) Process(_ context.Context, msg *service.Message) (service.MessageBatch, error) {
+	if b, err := msg.AsBytes(); err == nil && len(b) == 0 {
+		return u.tombstone(msg)
+	}
+	v, err := msg.AsStructuredMut()
+	if err != nil {
+		return nil, fmt.Errorf("not a decoded Debezium envelope: %w", err)
+	}
+	env, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("not a Debezium envelope: want an object, got %T", v)
+	}
+	op, _ := env["op"].(string)
+	var body any
+	switch op {
+	case "r", "c", "u":
+		body, err = row(env, "after", op)
+	case "d":
+		body, err = row(env, "before", op)
+	case "t":
+		body = map[string]any{}
+	case "m":
+		body = env["message"]
+	case "":
+		return nil, errors.New("not a Debezium envelope: no op field")
+	default:
+		return nil, fmt.Errorf("unknown Debezium op %q", op)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	source, _ := env["source"].(map[string]any)
+	msg.MetaSetMut("cdc_op", op)
+	if source != nil {
+		if t, ok := source["table"].(string); ok {
+			msg.MetaSetMut("cdc_table", t)
+		}
+		if s, ok := source["schema"].(string); ok {
+			msg.MetaSetMut("cdc_schema", s)
+		}
+		tsMs, hasTs := asInt64(source["ts_ms"])
+		if hasTs {
+			msg.MetaSetMut("cdc_ts_ms", tsMs)
+		}
+		if lsn, ok := asInt64(source["lsn"]); ok {
+			msg.MetaSetMut("cdc_version", lsn)
+		} else if hasTs {
+			msg.MetaSetMut("cdc_version", tsMs)
+		}
+		snap, _ := source["snapshot"].(string)
+		msg.MetaSetMut("cdc_snapshot", snap == "true" || snap == "last" || snap == "first" || snap == "last_in_data_collection" || snap == "first_in_data_collection" || snap == "incremental")
+	}
+	if op != "r" && op != "c" && op != "u" && op != "d" {
+		u.log.Warnf("debezium_unwrap: %s event (op %q) on %v passed on", map[string]string{"t": "truncate", "m": "logical message"}[op], op, source["table"])
+	}
+	msg.SetStructuredMut(body)
+	return service.MessageBatch{msg}, nil
+}
+
+// row returns the row image of an envelope field, refusing the Avro JSON
+// union wrapping ({"<ns>.Value": {...}}) that raw_unions: false produces.
+func row(env map[string]any, field, op string) (any, error) {
+	r, ok := env[field].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("op %q event without %s", op, field)
+	}
+	if len(r) == 1 {
+		for k, inner := range r {
+			if _, isMap := inner.(map[string]any); isMap && strings.HasSuffix(k, ".Value") {
+				return nil, fmt.Errorf("%s is a wrapped union (%s): decode with avro.raw_unions: true", field, k)
+			}
+		}
+	}
+	return r, nil
+}
+
+func (u *unwrap) tombstone(msg *service.Message) (service.MessageBatch, error) {
+	if !u.tombstonesAsDeletes {
+		u.dropped.Incr(1)
+		return nil, nil
+	}
+	key, ok := msg.MetaGetMut(u.keyMeta)
+	if !ok {
+		return nil, fmt.Errorf("tombstone without a decoded key in metadata %q: decode the kafka key first", u.keyMeta)
+	}
+	if s, isString := key.(string); isString {
+		var parsed any
+		if err := json.Unmarshal([]byte(s), &parsed); err != nil {
+			return nil, fmt.Errorf("tombstone key in metadata %q is not structured: %w", u.keyMeta, err)
+		}
+		key = parsed
+	}
+	msg.MetaSetMut("cdc_op", "d")
+	msg.MetaSetMut("cdc_tombstone", true)
+	if topic, ok := msg.MetaGet("kafka_topic"); ok {
+		msg.MetaSetMut("cdc_table", topic[strings.LastIndexByte(topic, '.')+1:])
+	}
+	msg.SetStructuredMut(key)
+	return service.MessageBatch{msg}, nil
+}
+
+// asInt64 reads an integer the decoder or JSON produced.
+func asInt64(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case int32:
+		return int64(n), true
+	case float64:
+		return int64(n), n == float64(int64(n))
+	case json.Number:
+		i, err := n.Int64()
+		return i, err == nil
+	case string:
+		i, err := strconv.ParseInt(n, 10, 64)
+		return i, err == nil
+	}
+	return 0, false
+}
+
+func (u *unwrap) Close(context.Context) error { return nil }
