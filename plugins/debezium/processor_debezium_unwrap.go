@@ -99,11 +99,13 @@ func newUnwrap(conf *service.ParsedConfig, mgr *service.Resources) (*unwrap, err
 }
 
 func (u *unwrap) Process(_ context.Context, msg *service.Message) (service.MessageBatch, error) {
-	if b, err := msg.AsBytes(); err == nil && len(b) == 0 {
-		return u.tombstone(msg)
-	}
+	// Structured first: asking a decoded message for bytes would serialize
+	// it to JSON just to learn it is not empty.
 	v, err := msg.AsStructuredMut()
 	if err != nil {
+		if b, berr := msg.AsBytes(); berr == nil && len(b) == 0 {
+			return u.tombstone(msg)
+		}
 		return nil, fmt.Errorf("not a decoded Debezium envelope: %w", err)
 	}
 	env, ok := v.(map[string]any)
