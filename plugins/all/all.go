@@ -5,6 +5,8 @@
 package all
 
 import (
+	// schema_registry_decode and schema_registry_encode.
+	_ "github.com/odsflow/odsflow/plugins/confluent"
 	// debezium_unwrap.
 	_ "github.com/odsflow/odsflow/plugins/debezium"
 	// kafka_franz input and output.

@@ -1,0 +1,362 @@
+package avrocodec
+
+import (
+	"encoding/hex"
+	"fmt"
+	"math"
+	"time"
+)
+
+// The instants RFC 3339 can write: years 0000 to 9999.
+const (
+	minRFC3339Unix = -62167219200 // 0000-01-01T00:00:00Z
+	maxRFC3339Unix = 253402300799 // 9999-12-31T23:59:59Z
+	secondsPerDay  = 86400
+)
+
+// timestampNode translates a long count of units since the Unix epoch
+// (milliseconds, microseconds or nanoseconds) to an RFC 3339 UTC string.
+type timestampNode struct {
+	perSecond int64
+}
+
+func (n timestampNode) decode(d *decoder) (any, error) {
+	v, err := d.readLong()
+	if err != nil {
+		return nil, err
+	}
+	sec, sub := v/n.perSecond, v%n.perSecond
+	if sub < 0 {
+		sec, sub = sec-1, sub+n.perSecond
+	}
+	if sec < minRFC3339Unix || sec > maxRFC3339Unix {
+		return v, nil // see Options.PreserveLogicalTypes
+	}
+	var buf [40]byte
+	t := time.Unix(sec, sub*(1e9/n.perSecond)).UTC()
+	return string(t.AppendFormat(buf[:0], time.RFC3339Nano)), nil
+}
+
+func (n timestampNode) encode(dst []byte, v any, _ int) ([]byte, error) {
+	var t time.Time
+	switch x := v.(type) {
+	case string:
+		var err error
+		t, err = time.Parse(time.RFC3339Nano, x)
+		if err != nil {
+			return dst, encodeErrorf("timestamp %q is not RFC 3339", x)
+		}
+	case time.Time:
+		t = x
+	default:
+		return appendLongValue(dst, v)
+	}
+	units, err := unixUnits(t, n.perSecond)
+	if err != nil {
+		return dst, encodeErrorf("timestamp %s: %w", t.Format(time.RFC3339Nano), err)
+	}
+	return appendLong(dst, units), nil
+}
+
+func (timestampNode) classes() (class, class) {
+	return clsString | clsTime, clsNumeric | clsString | clsTime
+}
+
+// unixUnits converts t to units since the epoch, dropping (flooring) any
+// precision finer than the unit, as Kafka Connect does for its timestamps.
+func unixUnits(t time.Time, perSecond int64) (int64, error) {
+	sec := t.Unix()
+	if sec > math.MaxInt64/perSecond || sec < math.MinInt64/perSecond {
+		return 0, fmt.Errorf("out of range for a long of %d units per second", perSecond)
+	}
+	whole := sec * perSecond
+	frac := int64(t.Nanosecond()) / (1e9 / perSecond)
+	if whole > math.MaxInt64-frac {
+		return 0, fmt.Errorf("out of range for a long of %d units per second", perSecond)
+	}
+	return whole + frac, nil
+}
+
+// dateNode translates an int count of days since the Unix epoch to
+// "YYYY-MM-DD".
+type dateNode struct{}
+
+func (dateNode) decode(d *decoder) (any, error) {
+	days, err := d.readInt()
+	if err != nil {
+		return nil, err
+	}
+	sec := int64(days) * secondsPerDay
+	if sec < minRFC3339Unix || sec > maxRFC3339Unix {
+		return int64(days), nil // see Options.PreserveLogicalTypes
+	}
+	y, m, dd := time.Unix(sec, 0).UTC().Date()
+	buf := [10]byte{
+		byte('0' + y/1000), byte('0' + y/100%10), byte('0' + y/10%10), byte('0' + y%10), '-',
+		byte('0' + int(m)/10), byte('0' + int(m)%10), '-',
+		byte('0' + dd/10), byte('0' + dd%10),
+	}
+	return string(buf[:]), nil
+}
+
+func (dateNode) encode(dst []byte, v any, _ int) ([]byte, error) {
+	var t time.Time
+	switch x := v.(type) {
+	case string:
+		var err error
+		t, err = time.Parse(time.DateOnly, x)
+		if err != nil {
+			return dst, encodeErrorf("date %q is not YYYY-MM-DD", x)
+		}
+	case time.Time:
+		// The calendar date the value shows, in its own location: a
+		// date is not an instant.
+		y, m, d := x.Date()
+		t = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+	default:
+		return appendIntValue(dst, v)
+	}
+	days := t.Unix() / secondsPerDay
+	if days < math.MinInt32 || days > math.MaxInt32 {
+		return dst, encodeErrorf("date %s is out of range", t.Format(time.DateOnly))
+	}
+	return appendLong(dst, days), nil
+}
+
+func (dateNode) classes() (class, class) {
+	return clsString | clsTime, clsNumeric | clsString | clsTime
+}
+
+// decimalNode translates a decimal (bytes when size < 0, else fixed of size
+// bytes) to its exact text.
+type decimalNode struct {
+	scale int
+	size  int
+}
+
+func (n *decimalNode) decode(d *decoder) (any, error) {
+	start := d.pos
+	var raw []byte
+	if n.size < 0 {
+		l, err := d.readLength("decimal")
+		if err != nil {
+			return nil, err
+		}
+		raw = d.readRaw(l)
+	} else {
+		var err error
+		if raw, err = d.readFixed(n.size); err != nil {
+			return nil, err
+		}
+	}
+	s, err := formatDecimal(raw, n.scale)
+	if err != nil {
+		return nil, d.errorAt(start, "%w", err)
+	}
+	return s, nil
+}
+
+func (n *decimalNode) encode(dst []byte, v any, _ int) ([]byte, error) {
+	t, err := decimalFromValue(v)
+	if err != nil {
+		return dst, encodeErrorf("decimal: %w", err)
+	}
+	digits, err := t.unscaledAt(n.scale)
+	if err != nil {
+		return dst, encodeErrorf("decimal: %w", err)
+	}
+	if n.size < 0 {
+		var buf [16]byte
+		b := appendTwos(buf[:0], t.neg, digits)
+		dst = appendLong(dst, int64(len(b)))
+		return append(dst, b...), nil
+	}
+	var buf [16]byte
+	b := appendTwos(buf[:0], t.neg, digits)
+	if len(b) > n.size {
+		return dst, encodeErrorf("decimal %v needs %d bytes, more than the fixed size %d", v, len(b), n.size)
+	}
+	pad := byte(0)
+	if t.neg && len(digits) > 0 {
+		pad = 0xff
+	}
+	for range n.size - len(b) {
+		dst = append(dst, pad)
+	}
+	return append(dst, b...), nil
+}
+
+func (*decimalNode) classes() (class, class) {
+	return clsString | clsNumber, clsNumeric | clsString
+}
+
+// variableDecimalNode translates Debezium's VariableScaleDecimal record
+// {scale: int, value: bytes}, whose scale travels with each value.
+type variableDecimalNode struct {
+	// scaleFirst is the field order of the writer's schema.
+	scaleFirst bool
+}
+
+func (n *variableDecimalNode) decode(d *decoder) (any, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	var (
+		scaleStart int
+		scale      int32
+		raw        []byte
+		err        error
+	)
+	if n.scaleFirst {
+		scaleStart = d.pos
+		if scale, err = d.readInt(); err != nil {
+			return nil, inField(err, "scale")
+		}
+		if raw, err = readBytesRaw(d); err != nil {
+			return nil, inField(err, "value")
+		}
+	} else {
+		if raw, err = readBytesRaw(d); err != nil {
+			return nil, inField(err, "value")
+		}
+		scaleStart = d.pos
+		if scale, err = d.readInt(); err != nil {
+			return nil, inField(err, "scale")
+		}
+	}
+	d.leave()
+	// The scale comes from the data, so the zeros it adds are charged to
+	// the datum's budget.
+	padding := int(scale)
+	if padding < 0 {
+		padding = -padding
+	}
+	if padding > d.padBudget {
+		return nil, inField(d.errorAt(scaleStart, "decimal scale %d adds more zeros than the %d-digit limit per datum", scale, maxScalePadding), "scale")
+	}
+	d.padBudget -= padding
+	s, err := formatDecimal(raw, int(scale))
+	if err != nil {
+		return nil, inField(d.errorAt(scaleStart, "%w", err), "value")
+	}
+	return s, nil
+}
+
+// readBytesRaw reads a length-prefixed bytes value without copying it.
+func readBytesRaw(d *decoder) ([]byte, error) {
+	l, err := d.readLength("bytes")
+	if err != nil {
+		return nil, err
+	}
+	return d.readRaw(l), nil
+}
+
+func (n *variableDecimalNode) encode(dst []byte, v any, _ int) ([]byte, error) {
+	var (
+		t     decimalText
+		scale int
+		err   error
+	)
+	if m, ok := v.(map[string]any); ok {
+		// The untranslated shape, {scale, value}, as a mapping may pass it
+		// through.
+		return n.encodeRecord(dst, m)
+	}
+	t, err = decimalFromValue(v)
+	if err != nil {
+		return dst, encodeErrorf("decimal: %w", err)
+	}
+	scale = t.naturalScale()
+	if scale > math.MaxInt32 {
+		return dst, encodeErrorf("decimal scale %d overflows an int", scale)
+	}
+	digits, err := t.unscaledAt(scale)
+	if err != nil {
+		return dst, encodeErrorf("decimal: %w", err)
+	}
+	var buf [16]byte
+	b := appendTwos(buf[:0], t.neg, digits)
+	return n.appendParts(dst, int64(scale), b), nil
+}
+
+func (n *variableDecimalNode) encodeRecord(dst []byte, m map[string]any) ([]byte, error) {
+	rawScale, ok := m["scale"]
+	if !ok {
+		return dst, inField(encodeErrorf("missing, and the field has no default"), "scale")
+	}
+	scale, err := asInt64(rawScale)
+	if err != nil || scale < math.MinInt32 || scale > math.MaxInt32 {
+		return dst, inField(encodeErrorf("want an int, have %v", rawScale), "scale")
+	}
+	var b []byte
+	switch x := m["value"].(type) {
+	case []byte:
+		b = x
+	case string:
+		b = []byte(x)
+	default:
+		return dst, inField(encodeErrorf("want bytes, have %T", m["value"]), "value")
+	}
+	return n.appendParts(dst, scale, b), nil
+}
+
+func (n *variableDecimalNode) appendParts(dst []byte, scale int64, b []byte) []byte {
+	if n.scaleFirst {
+		dst = appendLong(dst, scale)
+	}
+	dst = appendLong(dst, int64(len(b)))
+	dst = append(dst, b...)
+	if !n.scaleFirst {
+		dst = appendLong(dst, scale)
+	}
+	return dst
+}
+
+func (*variableDecimalNode) classes() (class, class) {
+	return clsString | clsNumber, clsNumeric | clsString | clsMap
+}
+
+// uuidFixedNode translates a uuid on fixed(16) to its canonical text.
+type uuidFixedNode struct{}
+
+func (uuidFixedNode) decode(d *decoder) (any, error) {
+	b, err := d.readFixed(16)
+	if err != nil {
+		return nil, err
+	}
+	var buf [36]byte
+	hex.Encode(buf[0:8], b[0:4])
+	buf[8] = '-'
+	hex.Encode(buf[9:13], b[4:6])
+	buf[13] = '-'
+	hex.Encode(buf[14:18], b[6:8])
+	buf[18] = '-'
+	hex.Encode(buf[19:23], b[8:10])
+	buf[23] = '-'
+	hex.Encode(buf[24:36], b[10:16])
+	return string(buf[:]), nil
+}
+
+func (uuidFixedNode) encode(dst []byte, v any, _ int) ([]byte, error) {
+	switch x := v.(type) {
+	case []byte:
+		if len(x) != 16 {
+			return dst, encodeErrorf("want 16 bytes for a uuid, have %d", len(x))
+		}
+		return append(dst, x...), nil
+	case string:
+		if len(x) != 36 || x[8] != '-' || x[13] != '-' || x[18] != '-' || x[23] != '-' {
+			return dst, encodeErrorf("%q is not a uuid", x)
+		}
+		var b [16]byte
+		hexDigits := x[0:8] + x[9:13] + x[14:18] + x[19:23] + x[24:36]
+		if _, err := hex.Decode(b[:], []byte(hexDigits)); err != nil {
+			return dst, encodeErrorf("%q is not a uuid", x)
+		}
+		return append(dst, b[:]...), nil
+	default:
+		return dst, encodeErrorf("want a uuid string, have %T", v)
+	}
+}
+
+func (uuidFixedNode) classes() (class, class) { return clsString, clsString | clsBytes }

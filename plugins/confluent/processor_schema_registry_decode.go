@@ -1,0 +1,225 @@
+package confluent
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/odsflow/odsflow/internal/avrocodec"
+)
+
+const (
+	fieldAvro            = "avro"
+	fieldRawUnions       = "raw_unions"
+	fieldPreserveLogical = "preserve_logical_types"
+	fieldTranslate       = "translate_kafka_connect_types"
+	fieldAvroRawJSON     = "avro_raw_json"
+	fieldCacheDuration   = "cache_duration"
+)
+
+func avroDecodeField() *service.ConfigField {
+	return service.NewObjectField(fieldAvro,
+		service.NewBoolField(fieldRawUnions).
+			Description("Decode unions as their bare values (`\"hello\"`, `null`) rather than the Avro JSON encoding (`{\"string\": \"hello\"}`). Debezium envelopes are unions (`after: [null, Value]`): set it true to read `this.after.id`.").
+			Default(false),
+		service.NewBoolField(fieldPreserveLogical).
+			Description("Decode Avro logical types to readable values: timestamps to RFC 3339 UTC strings, `date` to `YYYY-MM-DD`, `decimal` to an exact decimal string. Otherwise they come out as their primitive (integers, raw bytes).").
+			Default(false),
+		service.NewBoolField(fieldTranslate).
+			Description("Translate Kafka Connect and Debezium types (schema property `connect.name`): `MicroTimestamp`, `Timestamp`, `NanoTimestamp` to RFC 3339 UTC strings, `ZonedTimestamp` kept, `Date` to `YYYY-MM-DD`, `Decimal` and `VariableScaleDecimal` to exact decimal strings (never floats).").
+			Default(false),
+	).Description("How Avro values are turned into structured data.")
+}
+
+func decodeSpec() *service.ConfigSpec {
+	fields := append(registryFields(),
+		avroDecodeField(),
+		service.NewBoolField(fieldAvroRawJSON).
+			Description("Deprecated: use `avro.raw_unions`.").
+			Default(false).Deprecated(),
+		service.NewDurationField(fieldCacheDuration).
+			Description("How long a fetched schema is used before it is fetched again. Schema ids are immutable, so a failed refetch keeps the schema already known.").
+			Default("10m").Advanced(),
+	)
+	return service.NewConfigSpec().
+		Stable().
+		Categories("Parsing", "Integration").
+		Summary("Decodes Avro messages in the Confluent wire format with schemas from a schema registry.").
+		Description(`
+Field-compatible with Redpanda Connect's `+"`schema_registry_decode`"+`. A message is byte 0x00, a 4-byte big-endian
+schema id, then one Avro binary datum; it becomes the structured value of the datum, with metadata `+"`schema_id`"+`.
+
+Each schema id is fetched once, even when many messages with a new id arrive at once, then a decoder compiled for
+it is reused: values are built directly, without per-message reflection. Schema references are resolved.
+Decimals are never floats: with `+"`avro.translate_kafka_connect_types`"+` or `+"`avro.preserve_logical_types`"+` they
+are exact decimal strings.
+
+An empty message (a Kafka tombstone) passes through unchanged, so that a later `+"`debezium_unwrap`"+` can handle it.
+Anything else that cannot be decoded — a wrong magic byte, an unknown schema id, truncated Avro, a non-Avro schema,
+the registry unreachable beyond `+"`retry_max_elapsed`"+` — leaves the message unchanged and marks it errored with
+the reason, for a `+"`catch`"+` or a dead-letter output to handle.
+
+The Kafka key can be decoded too, with a `+"`branch`"+` (Debezium keys are Avro records of the primary key):
+
+`+"```yaml"+`
+- branch:
+    request_map: 'root = @kafka_key'
+    processors:
+      - schema_registry_decode: { url: "${SCHEMA_REGISTRY_URL}", avro: { raw_unions: true } }
+    result_map: 'meta cdc_key = this'
+`+"```"+`
+`).
+		Fields(fields...).
+		Example("Debezium values, exactly", "Decode Debezium change events with decimals and timestamps translated.", `
+pipeline:
+  processors:
+    - schema_registry_decode:
+        url: ${SCHEMA_REGISTRY_URL:http://localhost:8081}
+        avro:
+          raw_unions: true
+          preserve_logical_types: true
+          translate_kafka_connect_types: true
+`)
+}
+
+func init() {
+	err := service.RegisterProcessor("schema_registry_decode", decodeSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.Processor, error) {
+			return newDecodeProcessor(conf, mgr)
+		})
+	if err != nil {
+		panic(err)
+	}
+}
+
+// codecEntry is a compiled decoder for one schema id.
+type codecEntry struct {
+	codec   *avrocodec.Codec
+	fetched time.Time
+}
+
+type decodeProcessor struct {
+	client   *registryClient
+	opts     avrocodec.Options
+	cacheFor time.Duration
+	log      *service.Logger
+
+	mu       sync.RWMutex
+	codecs   map[int]*codecEntry
+	flightMu sync.Mutex
+	inflight map[int]*flight[*codecEntry]
+}
+
+func newDecodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*decodeProcessor, error) {
+	client, err := newRegistryClient(conf)
+	if err != nil {
+		return nil, err
+	}
+	p := &decodeProcessor{
+		client:   client,
+		log:      mgr.Logger(),
+		codecs:   map[int]*codecEntry{},
+		inflight: map[int]*flight[*codecEntry]{},
+	}
+	if p.opts.RawUnions, err = conf.FieldBool(fieldAvro, fieldRawUnions); err != nil {
+		return nil, err
+	}
+	if rawJSON, err := conf.FieldBool(fieldAvroRawJSON); err != nil {
+		return nil, err
+	} else if rawJSON {
+		p.opts.RawUnions = true
+	}
+	if p.opts.PreserveLogicalTypes, err = conf.FieldBool(fieldAvro, fieldPreserveLogical); err != nil {
+		return nil, err
+	}
+	if p.opts.TranslateKafkaConnectTypes, err = conf.FieldBool(fieldAvro, fieldTranslate); err != nil {
+		return nil, err
+	}
+	if p.cacheFor, err = conf.FieldDuration(fieldCacheDuration); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// errEmpty marks a message too short for the wire format's header.
+var errTruncatedHeader = errors.New("message shorter than the 5-byte Confluent header")
+
+// schemaID reads the Confluent wire-format header.
+func schemaID(b []byte) (int, error) {
+	if b[0] != 0 {
+		return 0, fmt.Errorf("wrong magic byte 0x%02x: not the Confluent wire format (want 0x00)", b[0])
+	}
+	if len(b) < 5 {
+		return 0, errTruncatedHeader
+	}
+	return int(binary.BigEndian.Uint32(b[1:5])), nil
+}
+
+func (p *decodeProcessor) Process(ctx context.Context, msg *service.Message) (service.MessageBatch, error) {
+	b, err := msg.AsBytes()
+	if err != nil {
+		return nil, fmt.Errorf("reading message: %w", err)
+	}
+	if len(b) == 0 {
+		return service.MessageBatch{msg}, nil // a tombstone: nothing to decode
+	}
+	id, err := schemaID(b)
+	if err != nil {
+		return nil, err
+	}
+	entry, err := p.codec(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	v, err := entry.codec.Decode(b[5:])
+	if err != nil {
+		return nil, fmt.Errorf("decoding avro with schema id %d: %w", id, err)
+	}
+	msg.SetStructuredMut(v)
+	msg.MetaSetMut("schema_id", id)
+	return service.MessageBatch{msg}, nil
+}
+
+// codec returns the decoder for id, fetching and compiling it once.
+func (p *decodeProcessor) codec(ctx context.Context, id int) (*codecEntry, error) {
+	p.mu.RLock()
+	e, ok := p.codecs[id]
+	p.mu.RUnlock()
+	if ok && time.Since(e.fetched) < p.cacheFor {
+		return e, nil
+	}
+	fresh, err := loadOnce(ctx, &p.flightMu, p.inflight, id, func() (*codecEntry, error) {
+		s, err := p.client.schemaByID(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("fetching schema id %d: %w", id, err)
+		}
+		schema, err := p.client.parse(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		codec, err := avrocodec.Compile(schema, p.opts)
+		if err != nil {
+			return nil, fmt.Errorf("compiling schema id %d: %w", id, err)
+		}
+		return &codecEntry{codec: codec, fetched: time.Now()}, nil
+	})
+	if err != nil {
+		if ok {
+			// Ids never change meaning: keep decoding with the known one.
+			p.log.Warnf("schema_registry_decode: refreshing schema id %d failed, keeping the cached one: %v", id, err)
+			return e, nil
+		}
+		return nil, err
+	}
+	p.mu.Lock()
+	p.codecs[id] = fresh
+	p.mu.Unlock()
+	return fresh, nil
+}
+
+func (p *decodeProcessor) Close(context.Context) error { return nil }

@@ -1,0 +1,535 @@
+package confluent
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/odsflow/odsflow/internal/schemaregistry"
+)
+
+// The seed's T_Accounts envelope as Go structs, encoded by hamba: an
+// encoder independent of the decoder under test.
+type accValue struct {
+	ID             int32  `avro:"id"`
+	AccountNumber  int32  `avro:"account_number"`
+	AccountStatus  string `avro:"account_status"`
+	AccountBalance int32  `avro:"account_balance"`
+	CustomerID     int32  `avro:"customer_id"`
+	CreatedAt      *int64 `avro:"created_at"`
+	UpdatedAt      *int64 `avro:"updated_at"`
+}
+
+type pgSource struct {
+	Version   string  `avro:"version"`
+	Connector string  `avro:"connector"`
+	Name      string  `avro:"name"`
+	TsMs      int64   `avro:"ts_ms"`
+	Snapshot  *string `avro:"snapshot"`
+	DB        string  `avro:"db"`
+	Sequence  *string `avro:"sequence"`
+	Schema    string  `avro:"schema"`
+	Table     string  `avro:"table"`
+	TxID      *int64  `avro:"txId"`
+	LSN       *int64  `avro:"lsn"`
+	Xmin      *int64  `avro:"xmin"`
+}
+
+type txBlock struct {
+	ID                  string `avro:"id"`
+	TotalOrder          int64  `avro:"total_order"`
+	DataCollectionOrder int64  `avro:"data_collection_order"`
+}
+
+type accEnvelope struct {
+	Before      *accValue `avro:"before"`
+	After       *accValue `avro:"after"`
+	Source      pgSource  `avro:"source"`
+	Op          string    `avro:"op"`
+	TsMs        *int64    `avro:"ts_ms"`
+	Transaction *txBlock  `avro:"transaction"`
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// registry serves our schema registry over real HTTP and counts requests
+// per path.
+type registry struct {
+	*httptest.Server
+	hits sync.Map // path → *atomic.Int64
+	sr   *sr.Client
+}
+
+func newRegistry(t testing.TB) *registry {
+	t.Helper()
+	r := &registry{}
+	inner := schemaregistry.New()
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		n, _ := r.hits.LoadOrStore(req.URL.Path, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+		inner.ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.Close)
+	var err error
+	if r.sr, err = sr.NewClient(sr.URLs(r.URL)); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *registry) register(t testing.TB, subject, schema string, refs ...sr.SchemaReference) int {
+	t.Helper()
+	ss, err := r.sr.CreateSchema(context.Background(), subject, sr.Schema{Schema: schema, References: refs})
+	if err != nil {
+		t.Fatalf("registering %s: %v", subject, err)
+	}
+	return ss.ID
+}
+
+func (r *registry) count(path string) int64 {
+	n, ok := r.hits.Load(path)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
+}
+
+func wire(id int, body []byte) []byte {
+	out := make([]byte, 5, 5+len(body))
+	binary.BigEndian.PutUint32(out[1:], uint32(id))
+	return append(out, body...)
+}
+
+func fixture(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/fulfillment.transactions_schema." + name + "-value.avsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func hambaEncode(t testing.TB, schema string, v any) []byte {
+	t.Helper()
+	s, err := avro.ParseWithCache(schema, "", &avro.SchemaCache{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := avro.Marshal(s, v)
+	if err != nil {
+		t.Fatalf("hamba marshal: %v", err)
+	}
+	return b
+}
+
+func newTestDecoder(t testing.TB, yaml string) *decodeProcessor {
+	t.Helper()
+	conf, err := decodeSpec().ParseYAML(yaml, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := newDecodeProcessor(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func decode(t testing.TB, p *decodeProcessor, b []byte) (any, error) {
+	t.Helper()
+	out, err := p.Process(context.Background(), service.NewMessage(b))
+	if err != nil {
+		return nil, err
+	}
+	return out[0].AsStructured()
+}
+
+const exactOpts = "avro: { raw_unions: true, preserve_logical_types: true, translate_kafka_connect_types: true }"
+
+func TestDecodeSeedAccountsEnvelope(t *testing.T) {
+	reg := newRegistry(t)
+	id := reg.register(t, "fulfillment.transactions_schema.T_Accounts-value", fixture(t, "T_Accounts"))
+	created := int64(1709633472123456) // 2024-03-05T10:11:12.123456Z
+	env := accEnvelope{
+		After: &accValue{ID: 7, AccountNumber: 100042, AccountStatus: "ACTIVE", AccountBalance: 2500, CustomerID: 3,
+			CreatedAt: ptr(created), UpdatedAt: ptr(created + 1_000_000)},
+		Source: pgSource{Version: "2.5.0.Final", Connector: "postgresql", Name: "fulfillment", TsMs: 1709633472999,
+			Snapshot: ptr("false"), DB: "bank", Schema: "transactions_schema", Table: "T_Accounts", TxID: ptr(int64(991)), LSN: ptr(int64(23456789))},
+		Op: "u", TsMs: ptr(int64(1709633473000)),
+	}
+	msg := wire(id, hambaEncode(t, fixture(t, "T_Accounts"), env))
+
+	got, err := decode(t, newTestDecoder(t, "url: "+reg.URL+"\n"+exactOpts), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"before": nil,
+		"after": map[string]any{"id": int64(7), "account_number": int64(100042), "account_status": "ACTIVE",
+			"account_balance": int64(2500), "customer_id": int64(3),
+			"created_at": "2024-03-05T10:11:12.123456Z", "updated_at": "2024-03-05T10:11:13.123456Z"},
+		"source": map[string]any{"version": "2.5.0.Final", "connector": "postgresql", "name": "fulfillment",
+			"ts_ms": int64(1709633472999), "snapshot": "false", "db": "bank", "sequence": nil,
+			"schema": "transactions_schema", "table": "T_Accounts", "txId": int64(991), "lsn": int64(23456789), "xmin": nil},
+		"op": "u", "ts_ms": int64(1709633473000), "transaction": nil,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded\n%#v\nwant\n%#v", got, want)
+	}
+
+	// Without translation, timestamps stay microseconds and unions wrap.
+	raw, err := decode(t, newTestDecoder(t, "url: "+reg.URL), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := raw.(map[string]any)["after"].(map[string]any)["fulfillment.transactions_schema.T_Accounts.Value"].(map[string]any)
+	if after["created_at"].(map[string]any)["long"] != created {
+		t.Errorf("untranslated created_at = %#v, want {long: %d}", after["created_at"], created)
+	}
+}
+
+func TestDecodeEverySeedFixture(t *testing.T) {
+	reg := newRegistry(t)
+	p := newTestDecoder(t, "url: "+reg.URL+"\n"+exactOpts)
+	for _, table := range []string{"T_Customers", "T_Accounts", "T_Transactions"} {
+		schema := fixture(t, table)
+		id := reg.register(t, "fulfillment.transactions_schema."+table+"-value", schema)
+		// A delete: before holds the row, after null.
+		s, err := avro.ParseWithCache(schema, "", &avro.SchemaCache{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := s.(*avro.RecordSchema)
+		valueSchema := rec.Fields()[0].Type().(*avro.UnionSchema).Types()[1].(*avro.RecordSchema)
+		row := map[string]any{}
+		want := map[string]any{}
+		for i, f := range valueSchema.Fields() {
+			switch typ := f.Type().(type) {
+			case *avro.PrimitiveSchema:
+				switch typ.Type() {
+				case avro.Long: // MicroTimestamp: 2024-01-01T00:00:00.5Z
+					row[f.Name()] = int64(1704067200500000)
+					want[f.Name()] = "2024-01-01T00:00:00.5Z"
+				case avro.Int:
+					row[f.Name()] = i + 1
+					want[f.Name()] = int64(i + 1)
+				case avro.String:
+					row[f.Name()] = "v" + f.Name()
+					want[f.Name()] = "v" + f.Name()
+				}
+			case *avro.UnionSchema: // nullable MicroTimestamp: 2024-01-01T00:00:00Z
+				row[f.Name()] = int64(1704067200000000)
+				want[f.Name()] = "2024-01-01T00:00:00Z"
+			}
+		}
+		if len(row) != len(valueSchema.Fields()) {
+			t.Fatalf("%s: a column type this test does not know: %v", table, valueSchema)
+		}
+		body, err := avro.Marshal(valueSchema, row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Hand-assemble the envelope: before = union branch 1 + row,
+		// after = branch 0 (null), then a minimal source, op "d", nulls.
+		env := append([]byte{0x02}, body...)
+		env = append(env, 0x00)
+		src, err := avro.Marshal(rec.Fields()[2].Type(), pgSource{Version: "2", Connector: "postgresql", Name: "n", TsMs: 5, DB: "d", Schema: "s", Table: table, LSN: ptr(int64(77))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env = append(env, src...)
+		env = append(env, 0x02, 'd', 0x00, 0x00)
+		got, err := decode(t, p, wire(id, env))
+		if err != nil {
+			t.Fatalf("%s: %v", table, err)
+		}
+		g := got.(map[string]any)
+		if !reflect.DeepEqual(g["before"], want) || g["after"] != nil || g["op"] != "d" || g["source"].(map[string]any)["lsn"] != int64(77) {
+			t.Errorf("%s: decoded %#v, want before %#v", table, g, want)
+		}
+	}
+}
+
+const moneySchema = `{"type":"record","name":"Money","namespace":"t","fields":[
+ {"name":"dec","type":{"type":"bytes","logicalType":"decimal","precision":20,"scale":2}},
+ {"name":"connect_dec","type":{"type":"bytes","connect.name":"org.apache.kafka.connect.data.Decimal","connect.parameters":{"scale":"3"}}},
+ {"name":"vsd","type":{"type":"record","name":"VariableScaleDecimal","namespace":"io.debezium.data","connect.name":"io.debezium.data.VariableScaleDecimal","fields":[{"name":"scale","type":"int"},{"name":"value","type":"bytes"}]}},
+ {"name":"zoned","type":{"type":"string","connect.name":"io.debezium.time.ZonedTimestamp"}},
+ {"name":"date","type":{"type":"int","connect.name":"io.debezium.time.Date"}},
+ {"name":"ms","type":{"type":"long","connect.name":"io.debezium.time.Timestamp"}},
+ {"name":"ns","type":{"type":"long","connect.name":"io.debezium.time.NanoTimestamp"}}
+]}`
+
+type vsd struct {
+	Scale int32  `avro:"scale"`
+	Value []byte `avro:"value"`
+}
+
+type money struct {
+	Dec        *big.Rat `avro:"dec"`
+	ConnectDec []byte   `avro:"connect_dec"`
+	VSD        vsd      `avro:"vsd"`
+	Zoned      string   `avro:"zoned"`
+	Date       int32    `avro:"date"`
+	Ms         int64    `avro:"ms"`
+	Ns         int64    `avro:"ns"`
+}
+
+func TestDecodeExactMoneyAndTimeVariants(t *testing.T) {
+	reg := newRegistry(t)
+	id := reg.register(t, "money-value", moneySchema)
+	p := newTestDecoder(t, "url: "+reg.URL+"\n"+exactOpts)
+	for _, tc := range []struct {
+		in   money
+		want map[string]any
+	}{
+		{
+			in: money{Dec: big.NewRat(1234, 100), ConnectDec: []byte{0x30, 0x39} /* 12345 */, VSD: vsd{3, []byte{0x30, 0x39}},
+				Zoned: "2024-03-05T10:11:12.5+01:00", Date: 19787, Ms: 1709633472123, Ns: 1709633472123456789},
+			want: map[string]any{"dec": "12.34", "connect_dec": "12.345", "vsd": "12.345",
+				"zoned": "2024-03-05T10:11:12.5+01:00", "date": "2024-03-05",
+				"ms": "2024-03-05T10:11:12.123Z", "ns": "2024-03-05T10:11:12.123456789Z"},
+		},
+		{
+			in: money{Dec: big.NewRat(-200, 100), ConnectDec: []byte{0xFF} /* -1 */, VSD: vsd{0, []byte{0x01, 0x00}},
+				Zoned: "2024-01-01T00:00:00Z", Date: 0, Ms: 0, Ns: 0},
+			want: map[string]any{"dec": "-2.00", "connect_dec": "-0.001", "vsd": "256",
+				"zoned": "2024-01-01T00:00:00Z", "date": "1970-01-01",
+				"ms": "1970-01-01T00:00:00Z", "ns": "1970-01-01T00:00:00Z"},
+		},
+		{
+			// 123456789012345678.90 needs more than 64 bits unscaled.
+			in: money{Dec: func() *big.Rat { r, _ := new(big.Rat).SetString("123456789012345678.90"); return r }(),
+				ConnectDec: []byte{0x00}, VSD: vsd{2, []byte{0x05}}, Zoned: "z", Date: -1, Ms: -1, Ns: 1},
+			want: map[string]any{"dec": "123456789012345678.90", "connect_dec": "0.000", "vsd": "0.05",
+				"zoned": "z", "date": "1969-12-31", "ms": "1969-12-31T23:59:59.999Z", "ns": "1970-01-01T00:00:00.000000001Z"},
+		},
+	} {
+		got, err := decode(t, p, wire(id, hambaEncode(t, moneySchema, tc.in)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("decoded %#v\nwant    %#v", got, tc.want)
+		}
+	}
+}
+
+func TestDecodeSchemaChangeMidStream(t *testing.T) {
+	reg := newRegistry(t)
+	v1 := fixture(t, "T_Accounts")
+	// v2 adds a nullable column after customer_id, as an ALTER TABLE would.
+	var env map[string]any
+	if err := json.Unmarshal([]byte(v1), &env); err != nil {
+		t.Fatal(err)
+	}
+	value := env["fields"].([]any)[0].(map[string]any)["type"].([]any)[1].(map[string]any)
+	fields := value["fields"].([]any)
+	value["fields"] = append(fields[:5:5], append([]any{map[string]any{"name": "nickname", "type": []any{"null", "string"}, "default": nil}}, fields[5:]...)...)
+	v2b, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := string(v2b)
+	id1 := reg.register(t, "acc-value", v1)
+	id2 := reg.register(t, "acc-value", v2)
+	if id1 == id2 {
+		t.Fatal("second version got the first id")
+	}
+	p := newTestDecoder(t, "url: "+reg.URL+"\n"+exactOpts)
+	mk1 := func(n int32) []byte {
+		return wire(id1, hambaEncode(t, v1, accEnvelope{After: &accValue{ID: n, AccountStatus: "A"}, Op: "c", Source: pgSource{Table: "T_Accounts"}}))
+	}
+	// v2 has the new column between customer_id and created_at: encode
+	// it with a map so the field order follows the schema.
+	mk2 := func(n int32, nick *string) []byte {
+		after := map[string]any{"id": n, "account_number": int32(0), "account_status": "B", "account_balance": int32(0),
+			"customer_id": int32(0), "nickname": nick, "created_at": nil, "updated_at": ptr(int64(0))}
+		s, _ := avro.ParseWithCache(v2, "", &avro.SchemaCache{})
+		rec := s.(*avro.RecordSchema)
+		valueSchema := rec.Fields()[1].Type().(*avro.UnionSchema).Types()[1]
+		if ref, ok := valueSchema.(*avro.RefSchema); ok {
+			valueSchema = ref.Schema()
+		}
+		body, err := avro.Marshal(valueSchema, after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := append([]byte{0x00, 0x02}, body...)
+		src, _ := avro.Marshal(rec.Fields()[2].Type(), pgSource{Table: "T_Accounts"})
+		env = append(env, src...)
+		return wire(id2, append(env, 0x02, 'c', 0x00, 0x00))
+	}
+	for i, msg := range [][]byte{mk1(1), mk2(2, ptr("nick")), mk1(3), mk2(4, nil)} {
+		got, err := decode(t, p, msg)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		after := got.(map[string]any)["after"].(map[string]any)
+		nick, has := after["nickname"]
+		switch i {
+		case 0, 2:
+			if has || after["account_status"] != "A" {
+				t.Errorf("v1 message decoded as %v", after)
+			}
+		case 1:
+			if nick != "nick" || after["account_status"] != "B" || after["id"] != int64(2) {
+				t.Errorf("v2 message decoded as %v", after)
+			}
+		case 3:
+			if !has || nick != nil || after["id"] != int64(4) {
+				t.Errorf("v2 message with null column decoded as %v", after)
+			}
+		}
+	}
+}
+
+func TestDecodeFetchesEachIDOnceUnderConcurrency(t *testing.T) {
+	reg := newRegistry(t)
+	id := reg.register(t, "acc-value", fixture(t, "T_Accounts"))
+	msg := wire(id, hambaEncode(t, fixture(t, "T_Accounts"), accEnvelope{After: &accValue{ID: 1}, Op: "c"}))
+	p := newTestDecoder(t, "url: "+reg.URL+"\n"+exactOpts)
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := decode(t, p, msg); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := reg.count(fmt.Sprintf("/schemas/ids/%d", id)); n != 1 {
+		t.Errorf("schema id fetched %d times by 64 concurrent decodes, want 1", n)
+	}
+}
+
+func TestDecodeResolvesReferences(t *testing.T) {
+	reg := newRegistry(t)
+	reg.register(t, "money-value", `{"type":"record","name":"Amount","namespace":"t","fields":[{"name":"cents","type":"long"}]}`)
+	id := reg.register(t, "payment-value", `{"type":"record","name":"Payment","fields":[{"name":"amount","type":"t.Amount"}]}`,
+		sr.SchemaReference{Name: "t.Amount", Subject: "money-value", Version: 1})
+	body := []byte{0xF4, 0x03} // zigzag long 250
+	got, err := decode(t, newTestDecoder(t, "url: "+reg.URL+"\n"+exactOpts), wire(id, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, map[string]any{"amount": map[string]any{"cents": int64(250)}}) {
+		t.Errorf("decoded %#v", got)
+	}
+}
+
+func TestDecodeBadInputIsErroredWithReason(t *testing.T) {
+	reg := newRegistry(t)
+	id := reg.register(t, "acc-value", fixture(t, "T_Accounts"))
+	good := wire(id, hambaEncode(t, fixture(t, "T_Accounts"), accEnvelope{After: &accValue{ID: 1}, Op: "c"}))
+
+	// A registry that serves a Protobuf schema under id 99.
+	proto := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"schema":"syntax = \"proto3\";","schemaType":"PROTOBUF"}`))
+	}))
+	defer proto.Close()
+
+	p := newTestDecoder(t, "url: "+reg.URL+"\n"+exactOpts)
+	for name, tc := range map[string]struct {
+		p    *decodeProcessor
+		msg  []byte
+		want string
+	}{
+		"wrong magic byte":  {p, append([]byte{0x01}, good[1:]...), "wrong magic byte 0x01"},
+		"json not avro":     {p, []byte(`{"id":1}`), "wrong magic byte 0x7b"},
+		"short header":      {p, []byte{0x00, 0x00, 0x01}, "shorter than the 5-byte"},
+		"unknown schema id": {p, wire(4242, good[5:]), "schema id 4242"},
+		"truncated avro":    {p, good[:len(good)-3], fmt.Sprintf("schema id %d", id)},
+		"trailing bytes":    {p, append(append([]byte{}, good...), 0x00, 0x00), fmt.Sprintf("schema id %d", id)},
+		"non-avro schema":   {newTestDecoder(t, "url: "+proto.URL), wire(99, []byte{0x00}), "PROTOBUF"},
+	} {
+		msg := service.NewMessage(tc.msg)
+		_, err := tc.p.Process(context.Background(), msg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", name, err, tc.want)
+		}
+		if b, _ := msg.AsBytes(); string(b) != string(tc.msg) {
+			t.Errorf("%s: the errored message was changed", name)
+		}
+	}
+
+	// A tombstone passes through untouched.
+	out, err := p.Process(context.Background(), service.NewMessage(nil))
+	if err != nil || len(out) != 1 {
+		t.Errorf("tombstone: %v", err)
+	}
+}
+
+// TestDecodeRetriesWhileRegistryIsDown: the registry is unreachable for 10 s
+// (connection refused), then comes up; the decode waits it out.
+func TestDecodeRetriesWhileRegistryIsDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refused until the registry starts below
+
+	inner := schemaregistry.New()
+	p := newTestDecoder(t, "url: http://"+addr+"\n"+exactOpts)
+
+	go func() {
+		time.Sleep(10 * time.Second)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("restarting the registry on %s: %v", addr, err)
+			return
+		}
+		srv := &http.Server{Handler: inner}
+		t.Cleanup(func() { _ = srv.Close() })
+		go func() { _ = srv.Serve(ln) }()
+	}()
+	// The schema is registered through a side door before the registry is
+	// reachable at addr, as if it had been running all along.
+	srv := httptest.NewServer(inner)
+	side, err := sr.NewClient(sr.URLs(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := side.CreateSchema(context.Background(), "acc-value", sr.Schema{Schema: fixture(t, "T_Accounts")})
+	srv.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := wire(ss.ID, hambaEncode(t, fixture(t, "T_Accounts"), accEnvelope{After: &accValue{ID: 9}, Op: "c"}))
+	start := time.Now()
+	got, err := decode(t, p, msg)
+	if err != nil {
+		t.Fatalf("decode after the registry came back: %v", err)
+	}
+	if time.Since(start) < 9*time.Second {
+		t.Errorf("decoded after %v: the registry was supposed to be down for 10s", time.Since(start))
+	}
+	if got.(map[string]any)["after"].(map[string]any)["id"] != int64(9) {
+		t.Errorf("decoded %v", got)
+	}
+
+	// With a short retry budget, an unreachable registry errors the message.
+	short := newTestDecoder(t, "url: http://127.0.0.1:1\nretry_max_elapsed: 500ms")
+	if _, err := decode(t, short, msg); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("unreachable registry: %v, want an error saying so", err)
+	}
+}

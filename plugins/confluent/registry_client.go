@@ -1,0 +1,279 @@
+// Package confluent holds the schema-registry processors: Avro in the
+// Confluent wire format (byte 0x00, a 4-byte big-endian schema id, the Avro
+// binary datum), decoded and encoded with codecs compiled once per schema.
+package confluent
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/redpanda-data/benthos/v4/public/service"
+)
+
+// Field names shared by the decode and encode processors.
+const (
+	fieldURL       = "url"
+	fieldBasicAuth = "basic_auth"
+	fieldTLS       = "tls"
+	fieldRetryMax  = "retry_max_elapsed"
+)
+
+func registryFields() []*service.ConfigField {
+	return []*service.ConfigField{
+		service.NewURLField(fieldURL).
+			Description("The base URL of the schema registry.").
+			Example("${SCHEMA_REGISTRY_URL:http://localhost:8081}"),
+		service.NewObjectField(fieldBasicAuth,
+			service.NewBoolField("enabled").Description("Whether to use basic authentication.").Default(false),
+			service.NewStringField("username").Description("The username.").Default(""),
+			service.NewStringField("password").Description("The password.").Default("").Secret(),
+		).Description("HTTP basic authentication against the registry.").Advanced().Optional(),
+		service.NewTLSToggledField(fieldTLS),
+		service.NewDurationField(fieldRetryMax).
+			Description("How long a schema fetch is retried, with exponential backoff, while the registry is unreachable or failing (5xx), before the message is marked errored with the reason. A schema id the registry does not know is an error at once.").
+			Default("30s").Advanced(),
+	}
+}
+
+// registryClient fetches schemas from a Confluent-compatible registry. It
+// holds no cache: the processors cache compiled codecs.
+type registryClient struct {
+	base     *url.URL
+	http     *http.Client
+	user     string
+	pass     string
+	retryMax time.Duration
+}
+
+// errNotFound is a registry 404: retrying will not help.
+var errNotFound = errors.New("not found in the schema registry")
+
+func newRegistryClient(conf *service.ParsedConfig) (*registryClient, error) {
+	u, err := conf.FieldURL(fieldURL)
+	if err != nil {
+		return nil, err
+	}
+	c := &registryClient{base: u}
+	if c.retryMax, err = conf.FieldDuration(fieldRetryMax); err != nil {
+		return nil, err
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	tlsConf, tlsOn, err := conf.FieldTLSToggled(fieldTLS)
+	if err != nil {
+		return nil, err
+	}
+	if tlsOn {
+		transport.TLSClientConfig = tlsConf
+	} else if u.Scheme == "https" {
+		transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	c.http = &http.Client{Transport: transport, Timeout: 10 * time.Second}
+	if conf.Contains(fieldBasicAuth) {
+		on, err := conf.FieldBool(fieldBasicAuth, "enabled")
+		if err != nil {
+			return nil, err
+		}
+		if on {
+			if c.user, err = conf.FieldString(fieldBasicAuth, "username"); err != nil {
+				return nil, err
+			}
+			if c.pass, err = conf.FieldString(fieldBasicAuth, "password"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+// schemaReference is a reference of a schema to a subject version that
+// defines named types it uses.
+type schemaReference struct {
+	Name    string `json:"name"`
+	Subject string `json:"subject"`
+	Version int    `json:"version"`
+}
+
+// registrySchema is the registry's answer for an id or a subject version.
+type registrySchema struct {
+	ID         int               `json:"id"`
+	Version    int               `json:"version"`
+	Schema     string            `json:"schema"`
+	SchemaType string            `json:"schemaType"`
+	References []schemaReference `json:"references"`
+}
+
+// get fetches path and decodes its JSON into out, retrying with backoff on
+// network errors and 5xx until retryMax has elapsed.
+func (c *registryClient) get(ctx context.Context, path string, out any) error {
+	backoff := 100 * time.Millisecond
+	deadline := time.Now().Add(c.retryMax)
+	for {
+		err := c.getOnce(ctx, path, out)
+		if err == nil || errors.Is(err, errNotFound) || ctx.Err() != nil {
+			return err
+		}
+		var perm *permanentError
+		if errors.As(err, &perm) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (while retrying: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		if backoff *= 2; backoff > 2*time.Second {
+			backoff = 2 * time.Second
+		}
+	}
+}
+
+// permanentError is a registry answer that retrying will not change.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func (c *registryClient) getOnce(ctx context.Context, path string, out any) error {
+	// path is already escaped (subjects may hold '/'): join as text.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.base.String(), "/")+path, nil)
+	if err != nil {
+		return &permanentError{fmt.Errorf("building registry request: %w", err)}
+	}
+	req.Header.Set("Accept", "application/vnd.schemaregistry.v1+json")
+	if c.user != "" {
+		req.SetBasicAuth(c.user, c.pass)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("schema registry unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("reading registry response: %w", err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("GET %s: %w: %s", path, errNotFound, strings.TrimSpace(string(body)))
+	case resp.StatusCode >= 500:
+		return fmt.Errorf("GET %s: registry error %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
+	case resp.StatusCode != http.StatusOK:
+		return &permanentError{fmt.Errorf("GET %s: registry answered %s: %s", path, resp.Status, strings.TrimSpace(string(body)))}
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return &permanentError{fmt.Errorf("GET %s: decoding registry response: %w", path, err)}
+	}
+	return nil
+}
+
+// schemaByID fetches the schema with a global id.
+func (c *registryClient) schemaByID(ctx context.Context, id int) (registrySchema, error) {
+	var s registrySchema
+	err := c.get(ctx, "/schemas/ids/"+strconv.Itoa(id), &s)
+	s.ID = id
+	return s, err
+}
+
+// latest fetches the latest version of a subject.
+func (c *registryClient) latest(ctx context.Context, subject string) (registrySchema, error) {
+	var s registrySchema
+	err := c.get(ctx, "/subjects/"+url.PathEscape(subject)+"/versions/latest", &s)
+	return s, err
+}
+
+func (c *registryClient) subjectVersion(ctx context.Context, subject string, version int) (registrySchema, error) {
+	var s registrySchema
+	err := c.get(ctx, "/subjects/"+url.PathEscape(subject)+"/versions/"+strconv.Itoa(version), &s)
+	return s, err
+}
+
+// parse turns a registry schema into a hamba schema: references first,
+// recursively, all into one fresh cache. hamba's global cache is never used:
+// two versions of one Debezium envelope share names, and a shared cache
+// would hand one version's layout to the other.
+func (c *registryClient) parse(ctx context.Context, s registrySchema) (avro.Schema, error) {
+	if s.SchemaType != "" && !strings.EqualFold(s.SchemaType, "AVRO") {
+		return nil, fmt.Errorf("schema id %d is of type %s: only AVRO is supported", s.ID, s.SchemaType)
+	}
+	cache := &avro.SchemaCache{}
+	seen := map[string]bool{}
+	if err := c.loadReferences(ctx, s.References, cache, seen, 0); err != nil {
+		return nil, fmt.Errorf("schema id %d: %w", s.ID, err)
+	}
+	schema, err := avro.ParseWithCache(s.Schema, "", cache)
+	if err != nil {
+		return nil, fmt.Errorf("parsing schema id %d: %w", s.ID, err)
+	}
+	return schema, nil
+}
+
+func (c *registryClient) loadReferences(ctx context.Context, refs []schemaReference, cache *avro.SchemaCache, seen map[string]bool, depth int) error {
+	if depth > 32 {
+		return errors.New("schema references nest deeper than 32")
+	}
+	for _, ref := range refs {
+		key := ref.Subject + "/" + strconv.Itoa(ref.Version)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		rs, err := c.subjectVersion(ctx, ref.Subject, ref.Version)
+		if err != nil {
+			return fmt.Errorf("reference %s (%s version %d): %w", ref.Name, ref.Subject, ref.Version, err)
+		}
+		if err := c.loadReferences(ctx, rs.References, cache, seen, depth+1); err != nil {
+			return err
+		}
+		if _, err := avro.ParseWithCache(rs.Schema, "", cache); err != nil {
+			return fmt.Errorf("parsing reference %s: %w", ref.Name, err)
+		}
+	}
+	return nil
+}
+
+// flight deduplicates concurrent loads of one key: the first caller loads,
+// the others wait for its result.
+type flight[V any] struct {
+	done chan struct{}
+	val  V
+	err  error
+}
+
+// loadOnce runs load for key unless a load for it is in flight, in which
+// case it waits for that one (or for ctx).
+func loadOnce[K comparable, V any](ctx context.Context, mu *sync.Mutex, inflight map[K]*flight[V], key K, load func() (V, error)) (V, error) {
+	mu.Lock()
+	if f, ok := inflight[key]; ok {
+		mu.Unlock()
+		select {
+		case <-f.done:
+			return f.val, f.err
+		case <-ctx.Done():
+			var zero V
+			return zero, ctx.Err()
+		}
+	}
+	f := &flight[V]{done: make(chan struct{})}
+	inflight[key] = f
+	mu.Unlock()
+
+	f.val, f.err = load()
+	mu.Lock()
+	delete(inflight, key)
+	mu.Unlock()
+	close(f.done)
+	return f.val, f.err
+}
