@@ -26,5 +26,6 @@ func main() {
 		service.CLIOptSetVersion(version, dateBuilt),
 		service.CLIOptSetDocumentationURL("https://github.com/odsflow/odsflow"),
 		service.CLIOptAddCommand(devCommand()),
+		service.CLIOptAddCommand(simulateCommand()),
 	)
 }
