@@ -25,18 +25,18 @@
 // into readable, exact values (RFC 3339 timestamps, dates, decimal strings).
 //
 // Strings are not validated as UTF-8: a string's bytes are returned exactly as
-// written. Every Avro writer we read from (Debezium through Java's encoder)
-// writes valid UTF-8, Java's and hamba's decoders do not reject invalid
-// sequences either, and passing the bytes through keeps decoding lossless
-// (re-encoding yields the same bytes); a consumer that needs valid UTF-8, like
-// PostgreSQL, rejects the value itself with a clear error.
+// written. The writers we read from (Debezium through Java's encoder) write
+// valid UTF-8, Java's and hamba's decoders do not reject invalid sequences
+// either (Java substitutes U+FFFD), and passing the bytes through keeps
+// decoding lossless (re-encoding yields the same bytes); a consumer that needs
+// valid UTF-8, like PostgreSQL, rejects the value itself with a clear error.
 //
 // Untrusted input cannot make Decode panic, loop forever, or allocate out of
 // proportion to its length: every length and count is checked against the
-// bytes that remain before anything is allocated, nesting is limited to
-// maxDepth levels, arrays of items that take no bytes are capped at
-// maxZeroSizeItems, and the zeros that a data-chosen decimal scale adds are
-// capped at maxScalePadding per datum.
+// bytes that remain before anything is allocated, nesting is limited to 1,000
+// levels, arrays of items that take no bytes to 65,536 items, one decimal to
+// 64 KiB, and the zeros that data-chosen decimal scales add to 1 MiB per
+// datum.
 package avrocodec
 
 import (
@@ -122,7 +122,6 @@ type Options struct {
 // so that concurrent decoders never contend on shared memory.
 type Codec struct {
 	schema avro.Schema
-	opts   Options
 	root   node
 	// internSlots is the number of string-interning slots a decoder needs:
 	// one per string-valued schema position.
@@ -151,7 +150,6 @@ func Compile(schema avro.Schema, opts Options) (*Codec, error) {
 	}
 	codec := &Codec{
 		schema:      schema,
-		opts:        opts,
 		root:        root.node,
 		internSlots: c.internSlots,
 	}
@@ -169,11 +167,12 @@ func (c *Codec) Schema() avro.Schema {
 // Decode decodes one Avro binary datum (no container, no Confluent header).
 //
 // It must consume exactly len(b) bytes: trailing bytes and truncated input are
-// errors. It never panics, whatever the input: lengths are checked against the
-// remaining bytes before allocating, and negative lengths, invalid union or
-// enum indexes, varints longer than 10 bytes (5 for int), booleans other than
-// 0 and 1 and values nested deeper than the limit are errors. Errors are
-// *DecodeError values carrying the byte offset and the field path.
+// errors. It never panics, whatever the input: lengths and counts are checked
+// against the remaining bytes before allocating, and negative lengths, invalid
+// union or enum indexes, varints longer than 10 bytes (5 for int, enum and
+// union indexes), booleans other than 0 and 1, and values nested deeper than
+// the limit are errors. Errors are *DecodeError values carrying the byte
+// offset and the field path; truncation wraps ErrTruncated.
 //
 // Strings are returned as written, without UTF-8 validation (see the package
 // documentation). The result never aliases b, so the caller may reuse b.
@@ -182,14 +181,14 @@ func (c *Codec) Decode(b []byte) (any, error) {
 	d.reset(b)
 	v, err := c.root.decode(d)
 	if err == nil && d.pos != len(b) {
-		err = d.errorAt(d.pos, "%d trailing bytes after the datum", len(b)-d.pos)
+		err = d.errorAt(d.pos, "%d trailing byte(s) after the datum", len(b)-d.pos)
 	}
 	// Drop the reference to the caller's buffer before pooling the decoder,
 	// so that a pooled decoder never keeps a message alive.
 	d.buf = nil
 	c.decoders.Put(d)
 	if err != nil {
-		return nil, err
+		return nil, toDecodeError(err)
 	}
 	return v, nil
 }
@@ -207,11 +206,15 @@ func (c *Codec) Decode(b []byte) (any, error) {
 // field's default; without one it is an error. Keys that are not fields are
 // ignored, as Avro encoders do.
 //
-// Unions take, with RawUnions, the first branch that accepts the value (nil
-// selects the null branch); without RawUnions, nil or a single-key map naming
-// the branch (its full name, or the short name of a named type), falling back
-// to the raw rule for any other value so that mappings need not know the
-// wrapping. Errors are *EncodeError values naming the field path, e.g.
+// Unions take, with RawUnions, the first branch that accepts the value: nil
+// selects the null branch, and a Go type goes first to a branch that decodes
+// to that type, so a float64 picks a double branch over an earlier long.
+// Without RawUnions they take nil or a single-key map naming the branch (its
+// full name, a named type's short name, or the "long.timestamp-millis"
+// spelling of hamba and goavro), falling back to the raw rule for any other
+// value so that mappings need not know the wrapping.
+//
+// Errors are *EncodeError values naming the field path, e.g.
 // "after.account_balance". On error dst is returned unchanged in length.
 func (c *Codec) AppendEncode(dst []byte, v any) ([]byte, error) {
 	start := len(dst)

@@ -94,7 +94,7 @@ func (c *compiler) compile(s avro.Schema) (*compiled, error) {
 			return nil, fmt.Errorf("array items: %w", err)
 		}
 		return &compiled{
-			node:    &arrayNode{items: items.node, itemMin: items.minSize},
+			node:    &arrayNode{items: items.node, itemInfo: items},
 			minSize: 1,
 			name:    string(avro.Array),
 		}, nil
@@ -104,8 +104,7 @@ func (c *compiler) compile(s avro.Schema) (*compiled, error) {
 			return nil, fmt.Errorf("map values: %w", err)
 		}
 		return &compiled{
-			// A key takes at least its length byte.
-			node:    &mapNode{values: values.node, entryMin: 1 + values.minSize},
+			node:    &mapNode{values: values.node, valueInfo: values},
 			minSize: 1,
 			name:    string(avro.Map),
 		}, nil

@@ -17,10 +17,11 @@ const (
 	// not be allowed to take seconds. 64 KiB holds PostgreSQL's largest
 	// numeric (131,072 digits before the point, 16,383 after).
 	maxDecimalBytes = 1 << 16
-	// maxDecimalDigits bounds the digits of a decimal text being encoded,
-	// for the same reason and so that an exponent cannot ask for a
-	// gigabyte of zeros.
-	maxDecimalDigits = 160_000
+	// maxDecimalDigits bounds the digits of a decimal text, decoded or
+	// encoded: for the same reason, so that an exponent or a scale cannot
+	// ask for a gigabyte of zeros, and so that whatever decodes re-encodes
+	// and the other way round (150,000 digits take at most 62,289 bytes).
+	maxDecimalDigits = 150_000
 )
 
 // formatDecimal writes the exact decimal text of the two's-complement,
@@ -58,7 +59,26 @@ func formatDecimal(b []byte, scale int) (string, error) {
 		}
 		digits = x.Append(nil, 10)
 	}
+	if n := textDigits(digits, scale); n > maxDecimalDigits {
+		return "", fmt.Errorf("decimal of %d digits is longer than the %d-digit limit", n, maxDecimalDigits)
+	}
 	return placePoint(neg, digits, scale), nil
+}
+
+// textDigits counts the digits placePoint writes.
+func textDigits(digits []byte, scale int) int {
+	n := len(digits)
+	switch {
+	case scale <= 0:
+		if n == 1 && digits[0] == '0' {
+			return 1
+		}
+		return n - scale
+	case n <= scale:
+		return scale + 1 // "0." and scale digits
+	default:
+		return n
+	}
 }
 
 // placePoint renders magnitude digits (no leading zeros, "0" for zero) at

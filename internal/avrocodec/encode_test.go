@@ -217,6 +217,18 @@ func TestEncodeUnionsRaw(t *testing.T) {
 	}
 }
 
+func TestEncodeRawUnionMapGoesToARecordFirst(t *testing.T) {
+	c := mustCompile(t, parseSchema(t, `["null",{"type":"map","values":"int"},{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}]`),
+		Options{RawUnions: true})
+	if got := mustEncode(t, c, map[string]any{"a": 1}); !bytes.Equal(got, []byte{0x04, 0x02}) {
+		t.Errorf("record-shaped map encoded as % x, want the record branch", got)
+	}
+	// Not a valid R: the map branch takes it.
+	if got := mustEncode(t, c, map[string]any{"b": 1}); !bytes.Equal(got, []byte{0x02, 0x02, 0x02, 'b', 0x02, 0x00}) {
+		t.Errorf("map encoded as % x, want the map branch", got)
+	}
+}
+
 func TestEncodeUnionsWrapped(t *testing.T) {
 	s := parseSchema(t, `["null","int","long",{"type":"record","name":"R","namespace":"ns","fields":[{"name":"a","type":"int"}]}]`)
 	c := mustCompile(t, s, Options{})

@@ -2,7 +2,9 @@ package avrocodec
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -398,4 +400,40 @@ func loadSchemaText(t *testing.T, file string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestConcurrentDecodesAgree decodes many different envelopes from several
+// goroutines through one Codec: pooled decoder state (the string intern
+// table) must never leak between calls. Run with -race.
+func TestConcurrentDecodesAgree(t *testing.T) {
+	s, data := variedEnvelopes(t)
+	c := mustCompile(t, s, Options{RawUnions: true, TranslateKafkaConnectTypes: true})
+	want := make([]any, len(data))
+	for i, b := range data {
+		want[i] = mustDecode(t, c, b)
+	}
+	if got := want[5].(map[string]any)["after"].(map[string]any)["account_status"]; got != "closed" {
+		t.Fatalf("envelope 5 has status %v, want closed", got)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 3 * len(data) {
+				i := (k*7 + g*131) % len(data)
+				v, err := c.Decode(data[i])
+				if err != nil || !valuesEqual(v, want[i]) {
+					errs <- fmt.Sprintf("goroutine %d, envelope %d: %v %v", g, i, v, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
 }

@@ -63,8 +63,11 @@ func (n *recordNode) encode(dst []byte, v any, depth int) ([]byte, error) {
 func (n *recordNode) classes() (class, class) { return clsMap, clsMap }
 
 type arrayNode struct {
-	items   node
-	itemMin int
+	items node
+	// itemInfo gives the items' minimum size. It is read when decoding,
+	// not copied when compiling: for a record that contains arrays of
+	// itself it is only known once the record is compiled.
+	itemInfo *compiled
 }
 
 func (n *arrayNode) decode(d *decoder) (any, error) {
@@ -73,7 +76,7 @@ func (n *arrayNode) decode(d *decoder) (any, error) {
 	}
 	var out []any
 	for {
-		count, err := d.readBlockCount(n.itemMin, len(out))
+		count, err := d.readBlockCount(n.itemInfo.minSize, len(out))
 		if err != nil {
 			return nil, inIndex(err, len(out))
 		}
@@ -122,8 +125,9 @@ func (n *arrayNode) encode(dst []byte, v any, depth int) ([]byte, error) {
 func (n *arrayNode) classes() (class, class) { return clsSlice, clsSlice }
 
 type mapNode struct {
-	values   node
-	entryMin int
+	values node
+	// valueInfo gives the values' minimum size (see arrayNode.itemInfo).
+	valueInfo *compiled
 }
 
 func (n *mapNode) decode(d *decoder) (any, error) {
@@ -133,7 +137,8 @@ func (n *mapNode) decode(d *decoder) (any, error) {
 	var out map[string]any
 	total := 0
 	for {
-		count, err := d.readBlockCount(n.entryMin, total)
+		// An entry takes at least its key's length byte.
+		count, err := d.readBlockCount(1+n.valueInfo.minSize, total)
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +195,9 @@ func (n *mapNode) encode(dst []byte, v any, depth int) ([]byte, error) {
 	return append(dst, 0), nil
 }
 
-func (n *mapNode) classes() (class, class) { return clsMap, clsMap }
+// A map only accepts a map[string]any, without preferring it, so that such a
+// value goes to a record branch first: records are what mappings build.
+func (n *mapNode) classes() (class, class) { return 0, clsMap }
 
 type unionBranch struct {
 	node   node
@@ -211,11 +218,12 @@ type unionNode struct {
 
 func (n *unionNode) decode(d *decoder) (any, error) {
 	start := d.pos
-	i, err := d.readLong()
+	// The branch index is an Avro int, like Java's readIndex.
+	i, err := d.readInt()
 	if err != nil {
 		return nil, err
 	}
-	if i < 0 || i >= int64(len(n.branches)) {
+	if i < 0 || int(i) >= len(n.branches) {
 		return nil, d.errorAt(start, "union index %d out of range [0,%d)", i, len(n.branches))
 	}
 	b := &n.branches[i]

@@ -32,9 +32,8 @@ func (n timestampNode) decode(d *decoder) (any, error) {
 	if sec < minRFC3339Unix || sec > maxRFC3339Unix {
 		return v, nil // see Options.PreserveLogicalTypes
 	}
-	var buf [40]byte
-	t := time.Unix(sec, sub*(1e9/n.perSecond)).UTC()
-	return string(t.AppendFormat(buf[:0], time.RFC3339Nano)), nil
+	var buf [32]byte
+	return string(appendRFC3339UTC(buf[:0], sec, sub*(1e9/n.perSecond))), nil
 }
 
 func (n timestampNode) encode(dst []byte, v any, _ int) ([]byte, error) {
@@ -60,6 +59,75 @@ func (n timestampNode) encode(dst []byte, v any, _ int) ([]byte, error) {
 
 func (timestampNode) classes() (class, class) {
 	return clsString | clsTime, clsNumeric | clsString | clsTime
+}
+
+// appendRFC3339UTC writes sec.nsec since the epoch as time.RFC3339Nano
+// formats it in UTC (fraction without trailing zeros, none when zero). It is
+// the time package's output, computed without building a time.Time: it runs
+// for every timestamp column of every message. sec must lie within the
+// years 0000-9999.
+func appendRFC3339UTC(dst []byte, sec, nsec int64) []byte {
+	days := sec / secondsPerDay
+	rem := sec % secondsPerDay
+	if rem < 0 {
+		days, rem = days-1, rem+secondsPerDay
+	}
+	dst = appendDate(dst, days)
+	dst = append(dst, 'T')
+	dst = append2(dst, rem/3600)
+	dst = append(dst, ':')
+	dst = append2(dst, rem/60%60)
+	dst = append(dst, ':')
+	dst = append2(dst, rem%60)
+	if nsec != 0 {
+		var frac [9]byte
+		for i := 8; i >= 0; i-- {
+			frac[i] = byte('0' + nsec%10)
+			nsec /= 10
+		}
+		n := 9
+		for frac[n-1] == '0' {
+			n--
+		}
+		dst = append(dst, '.')
+		dst = append(dst, frac[:n]...)
+	}
+	return append(dst, 'Z')
+}
+
+// appendDate writes the proleptic Gregorian date of days since 1970-01-01
+// as YYYY-MM-DD, for years 0000-9999. The conversion is the classic
+// era-based civil-from-days calculation: 400-year eras of 146097 days,
+// years starting in March so that the leap day comes last.
+func appendDate(dst []byte, days int64) []byte {
+	z := days + 719468 // days since 0000-03-01
+	era := z / 146097
+	if z < 0 && z%146097 != 0 {
+		era--
+	}
+	doe := z - era*146097                                  // day of era [0, 146096]
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // year of era [0, 399]
+	doy := doe - (365*yoe + yoe/4 - yoe/100)               // day of March-based year [0, 365]
+	mp := (5*doy + 2) / 153                                // month from March [0, 11]
+	d := doy - (153*mp+2)/5 + 1
+	m := mp + 3
+	if mp >= 10 {
+		m = mp - 9
+	}
+	y := yoe + era*400
+	if m <= 2 {
+		y++
+	}
+	dst = append2(dst, y/100)
+	dst = append2(dst, y%100)
+	dst = append(dst, '-')
+	dst = append2(dst, m)
+	dst = append(dst, '-')
+	return append2(dst, d)
+}
+
+func append2(dst []byte, v int64) []byte {
+	return append(dst, byte('0'+v/10), byte('0'+v%10))
 }
 
 // unixUnits converts t to units since the epoch, dropping (flooring) any
@@ -90,13 +158,8 @@ func (dateNode) decode(d *decoder) (any, error) {
 	if sec < minRFC3339Unix || sec > maxRFC3339Unix {
 		return int64(days), nil // see Options.PreserveLogicalTypes
 	}
-	y, m, dd := time.Unix(sec, 0).UTC().Date()
-	buf := [10]byte{
-		byte('0' + y/1000), byte('0' + y/100%10), byte('0' + y/10%10), byte('0' + y%10), '-',
-		byte('0' + int(m)/10), byte('0' + int(m)%10), '-',
-		byte('0' + dd/10), byte('0' + dd%10),
-	}
-	return string(buf[:]), nil
+	var buf [10]byte
+	return string(appendDate(buf[:0], int64(days))), nil
 }
 
 func (dateNode) encode(dst []byte, v any, _ int) ([]byte, error) {

@@ -275,3 +275,21 @@ func TestUUIDOnFixed(t *testing.T) {
 	}
 	assertValue(t, mustDecode(t, mustCompile(t, s, Options{}), raw), raw)
 }
+
+func TestRecursiveArraysAreBoundedByInputNotByTheZeroSizeCap(t *testing.T) {
+	// Node's size is unknown while Node compiles; the array bound must use
+	// the final one (2 bytes), not the zero-size cap.
+	c := mustCompile(t, parseSchema(t, `{"type":"record","name":"Node","fields":[
+		{"name":"v","type":"long"},{"name":"kids","type":{"type":"array","items":"Node"}}]}`), Options{})
+	const n = maxZeroSizeItems + 10
+	in := append([]byte{0x00}, appendLong(nil, n)...)
+	for range n {
+		in = append(in, 0x02, 0x00)
+	}
+	in = append(in, 0x00)
+	v := mustDecode(t, c, in).(map[string]any)
+	if kids := v["kids"].([]any); len(kids) != n {
+		t.Errorf("%d kids, want %d", len(kids), n)
+	}
+	expectDecodeError(t, c, in[:len(in)-3], 1, "kids[0]", "block of 65546 items cannot fit")
+}
