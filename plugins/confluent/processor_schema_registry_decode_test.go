@@ -533,3 +533,40 @@ func TestDecodeRetriesWhileRegistryIsDown(t *testing.T) {
 		t.Errorf("unreachable registry: %v, want an error saying so", err)
 	}
 }
+
+func TestDecodeWithBasicAuth(t *testing.T) {
+	inner := schemaregistry.New()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "ods" || p != "s3cret" {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error_code":401,"message":"Unauthorized"}`))
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	side := httptest.NewServer(inner)
+	defer side.Close()
+	sc, err := sr.NewClient(sr.URLs(side.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := sc.CreateSchema(context.Background(), "k", sr.Schema{Schema: `{"type":"record","name":"K","fields":[{"name":"id","type":"int"}]}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := wire(ss.ID, []byte{0x0E})
+
+	ok := newTestDecoder(t, "url: "+srv.URL+"\nbasic_auth: { enabled: true, username: ods, password: s3cret }")
+	if got, err := decode(t, ok, msg); err != nil || !reflect.DeepEqual(got, map[string]any{"id": int64(7)}) {
+		t.Errorf("with credentials: %v, %v", got, err)
+	}
+	start := time.Now()
+	denied := newTestDecoder(t, "url: "+srv.URL)
+	if _, err := decode(t, denied, msg); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("without credentials: %v, want a 401 error", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("a 401 was retried for %v: it cannot succeed by waiting", time.Since(start))
+	}
+}
