@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -67,6 +68,57 @@ func descendants(t *testing.T, root int) []int {
 	return out
 }
 
+// startDev runs `odsflow dev` with args and TMPDIR=tmp until it prints
+// ready, returning its exports; exited receives its Wait result.
+func startDev(t *testing.T, tmp string, args ...string) (*exec.Cmd, *syncBuffer, chan error, map[string]string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"dev"}, args...)...)
+	cmd.Env = append(os.Environ(), asBinaryEnv+"=1", "TMPDIR="+tmp)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	env := map[string]string{}
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				<-exited
+				return cmd, stderr, exited, nil, fmt.Errorf("odsflow dev exited before ready")
+			}
+			if strings.HasPrefix(line, "export ") {
+				for _, kv := range strings.Fields(strings.TrimPrefix(line, "export ")) {
+					k, v, _ := strings.Cut(kv, "=")
+					env[k] = strings.Trim(v, "'")
+				}
+			}
+			if line == "odsflow dev: ready" {
+				return cmd, stderr, exited, env, nil
+			}
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			<-exited
+			return cmd, stderr, exited, nil, fmt.Errorf("odsflow dev not ready within 15s")
+		}
+	}
+}
+
 func TestDevStartsServesAndStopsCleanly(t *testing.T) {
 	// Our own TMPDIR shows whether the temp dirs are gone. It must be
 	// traversable by the postgres OS user when the tests run as root.
@@ -79,21 +131,29 @@ func TestDevStartsServesAndStopsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	kafkaAddr, registryAddr := freeAddr(t), freeAddr(t)
-	_, pgPortStr, _ := net.SplitHostPort(freeAddr(t))
-	cmd := exec.Command(os.Args[0], "dev", "--kafka", kafkaAddr, "--registry", registryAddr, "--postgres-port", pgPortStr)
-	cmd.Env = append(os.Environ(), asBinaryEnv+"=1", "TMPDIR="+tmp)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	// Ports picked here can be taken by a parallel test package before dev
+	// binds them: then try again with others (a busy port is its own test).
+	var (
+		kafkaAddr, registryAddr, pgPortStr string
+		cmd                                *exec.Cmd
+		stderr                             *syncBuffer
+		exited                             chan error
+		env                                map[string]string
+		started                            time.Time
+	)
+	for attempt := 1; ; attempt++ {
+		kafkaAddr, registryAddr = freeAddr(t), freeAddr(t)
+		_, pgPortStr, _ = net.SplitHostPort(freeAddr(t))
+		started = time.Now()
+		var err error
+		cmd, stderr, exited, env, err = startDev(t, tmp, "--kafka", kafkaAddr, "--registry", registryAddr, "--postgres-port", pgPortStr)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(stderr.String(), "already in use") {
+			t.Fatalf("%v; stderr:\n%s", err, stderr.String())
+		}
 	}
-	started := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
 	defer func() {
 		select {
 		case <-exited:
@@ -101,35 +161,6 @@ func TestDevStartsServesAndStopsCleanly(t *testing.T) {
 			_ = cmd.Process.Kill()
 		}
 	}()
-
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-		exited <- cmd.Wait()
-	}()
-	env := map[string]string{}
-	ready := false
-	for deadline := time.After(15 * time.Second); !ready; {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("odsflow dev exited before ready; stderr:\n%s", stderr.String())
-			}
-			if strings.HasPrefix(line, "export ") {
-				for _, kv := range strings.Fields(strings.TrimPrefix(line, "export ")) {
-					k, v, _ := strings.Cut(kv, "=")
-					env[k] = strings.Trim(v, "'")
-				}
-			}
-			ready = line == "odsflow dev: ready"
-		case <-deadline:
-			t.Fatalf("odsflow dev not ready within 15s; stderr:\n%s", stderr.String())
-		}
-	}
 	t.Logf("ready after %v", time.Since(started))
 	if env["KAFKA_BROKERS"] != kafkaAddr || env["SCHEMA_REGISTRY_URL"] != "http://"+registryAddr ||
 		!strings.Contains(env["ODS_DSN"], "127.0.0.1:"+pgPortStr+"/ods") {
