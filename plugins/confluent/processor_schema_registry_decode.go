@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -97,22 +96,11 @@ func init() {
 	}
 }
 
-// codecEntry is a compiled decoder for one schema id.
-type codecEntry struct {
-	codec   *avrocodec.Codec
-	fetched time.Time
-}
-
 type decodeProcessor struct {
-	client   *registryClient
-	opts     avrocodec.Options
-	cacheFor time.Duration
-	log      *service.Logger
-
-	mu       sync.RWMutex
-	codecs   map[int]*codecEntry
-	flightMu sync.Mutex
-	inflight map[int]*flight[*codecEntry]
+	client *registryClient
+	opts   avrocodec.Options
+	codecs *schemaCache[int] // by schema id
+	log    *service.Logger
 }
 
 func newDecodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*decodeProcessor, error) {
@@ -120,12 +108,7 @@ func newDecodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*de
 	if err != nil {
 		return nil, err
 	}
-	p := &decodeProcessor{
-		client:   client,
-		log:      mgr.Logger(),
-		codecs:   map[int]*codecEntry{},
-		inflight: map[int]*flight[*codecEntry]{},
-	}
+	p := &decodeProcessor{client: client, log: mgr.Logger()}
 	if p.opts.RawUnions, err = conf.FieldBool(fieldAvro, fieldRawUnions); err != nil {
 		return nil, err
 	}
@@ -140,9 +123,11 @@ func newDecodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*de
 	if p.opts.TranslateKafkaConnectTypes, err = conf.FieldBool(fieldAvro, fieldTranslate); err != nil {
 		return nil, err
 	}
-	if p.cacheFor, err = conf.FieldDuration(fieldCacheDuration); err != nil {
+	cacheFor, err := conf.FieldDuration(fieldCacheDuration)
+	if err != nil {
 		return nil, err
 	}
+	p.codecs = newSchemaCache[int](cacheFor)
 	return p, nil
 }
 
@@ -186,14 +171,8 @@ func (p *decodeProcessor) Process(ctx context.Context, msg *service.Message) (se
 }
 
 // codec returns the decoder for id, fetching and compiling it once.
-func (p *decodeProcessor) codec(ctx context.Context, id int) (*codecEntry, error) {
-	p.mu.RLock()
-	e, ok := p.codecs[id]
-	p.mu.RUnlock()
-	if ok && time.Since(e.fetched) < p.cacheFor {
-		return e, nil
-	}
-	fresh, err := loadOnce(ctx, &p.flightMu, p.inflight, id, func() (*codecEntry, error) {
+func (p *decodeProcessor) codec(ctx context.Context, id int) (*compiled, error) {
+	entry, refreshErr, err := p.codecs.get(ctx, id, func(*compiled) (*compiled, error) {
 		s, err := p.client.schemaByID(ctx, id)
 		if err != nil {
 			return nil, fmt.Errorf("fetching schema id %d: %w", id, err)
@@ -206,20 +185,12 @@ func (p *decodeProcessor) codec(ctx context.Context, id int) (*codecEntry, error
 		if err != nil {
 			return nil, fmt.Errorf("compiling schema id %d: %w", id, err)
 		}
-		return &codecEntry{codec: codec, fetched: time.Now()}, nil
+		return &compiled{id: id, codec: codec, fetched: time.Now()}, nil
 	})
-	if err != nil {
-		if ok {
-			// Ids never change meaning: keep decoding with the known one.
-			p.log.Warnf("schema_registry_decode: refreshing schema id %d failed, keeping the cached one: %v", id, err)
-			return e, nil
-		}
-		return nil, err
+	if refreshErr != nil {
+		p.log.Warnf("schema_registry_decode: refreshing schema id %d failed, keeping the cached one: %v", id, refreshErr)
 	}
-	p.mu.Lock()
-	p.codecs[id] = fresh
-	p.mu.Unlock()
-	return fresh, nil
+	return entry, err
 }
 
 func (p *decodeProcessor) Close(context.Context) error { return nil }

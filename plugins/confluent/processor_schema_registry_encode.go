@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -63,24 +62,12 @@ func init() {
 	}
 }
 
-// subjectEntry is the latest schema of a subject, compiled.
-type subjectEntry struct {
-	id      int
-	codec   *avrocodec.Codec
-	fetched time.Time
-}
-
 type encodeProcessor struct {
-	client  *registryClient
-	subject *service.InterpolatedString
-	refresh time.Duration
-	opts    avrocodec.Options
-	log     *service.Logger
-
-	mu       sync.RWMutex
-	subjects map[string]*subjectEntry
-	flightMu sync.Mutex
-	inflight map[string]*flight[*subjectEntry]
+	client   *registryClient
+	subject  *service.InterpolatedString
+	opts     avrocodec.Options
+	subjects *schemaCache[string] // latest schema by subject
+	log      *service.Logger
 }
 
 func newEncodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*encodeProcessor, error) {
@@ -89,19 +76,19 @@ func newEncodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*en
 		return nil, err
 	}
 	p := &encodeProcessor{
-		client:   client,
-		log:      mgr.Logger(),
-		subjects: map[string]*subjectEntry{},
-		inflight: map[string]*flight[*subjectEntry]{},
+		client: client,
+		log:    mgr.Logger(),
 		// Accept what the decoder produces as well as Avro primitives.
 		opts: avrocodec.Options{PreserveLogicalTypes: true, TranslateKafkaConnectTypes: true},
 	}
 	if p.subject, err = conf.FieldInterpolatedString(fieldSubject); err != nil {
 		return nil, err
 	}
-	if p.refresh, err = conf.FieldDuration(fieldRefreshPeriod); err != nil {
+	refresh, err := conf.FieldDuration(fieldRefreshPeriod)
+	if err != nil {
 		return nil, err
 	}
+	p.subjects = newSchemaCache[string](refresh)
 	if p.opts.RawUnions, err = conf.FieldBool(fieldAvro, fieldRawUnions); err != nil {
 		return nil, err
 	}
@@ -131,20 +118,14 @@ func (p *encodeProcessor) Process(ctx context.Context, msg *service.Message) (se
 	return service.MessageBatch{msg}, nil
 }
 
-func (p *encodeProcessor) latest(ctx context.Context, subject string) (*subjectEntry, error) {
-	p.mu.RLock()
-	e, ok := p.subjects[subject]
-	p.mu.RUnlock()
-	if ok && time.Since(e.fetched) < p.refresh {
-		return e, nil
-	}
-	fresh, err := loadOnce(ctx, &p.flightMu, p.inflight, subject, func() (*subjectEntry, error) {
+func (p *encodeProcessor) latest(ctx context.Context, subject string) (*compiled, error) {
+	entry, refreshErr, err := p.subjects.get(ctx, subject, func(prev *compiled) (*compiled, error) {
 		s, err := p.client.latest(ctx, subject)
 		if err != nil {
 			return nil, fmt.Errorf("fetching the latest schema of %s: %w", subject, err)
 		}
-		if ok && s.ID == e.id {
-			return &subjectEntry{id: e.id, codec: e.codec, fetched: time.Now()}, nil
+		if prev != nil && s.ID == prev.id {
+			return &compiled{id: prev.id, codec: prev.codec, fetched: time.Now()}, nil
 		}
 		schema, err := p.client.parse(ctx, s)
 		if err != nil {
@@ -154,19 +135,12 @@ func (p *encodeProcessor) latest(ctx context.Context, subject string) (*subjectE
 		if err != nil {
 			return nil, fmt.Errorf("compiling schema id %d of %s: %w", s.ID, subject, err)
 		}
-		return &subjectEntry{id: s.ID, codec: codec, fetched: time.Now()}, nil
+		return &compiled{id: s.ID, codec: codec, fetched: time.Now()}, nil
 	})
-	if err != nil {
-		if ok {
-			p.log.Warnf("schema_registry_encode: refreshing %s failed, keeping schema id %d: %v", subject, e.id, err)
-			return e, nil
-		}
-		return nil, err
+	if refreshErr != nil {
+		p.log.Warnf("schema_registry_encode: refreshing %s failed, keeping schema id %d: %v", subject, entry.id, refreshErr)
 	}
-	p.mu.Lock()
-	p.subjects[subject] = fresh
-	p.mu.Unlock()
-	return fresh, nil
+	return entry, err
 }
 
 func (p *encodeProcessor) Close(context.Context) error { return nil }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/hamba/avro/v2"
 	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/odsflow/odsflow/internal/avrocodec"
 )
 
 // Field names shared by the decode and encode processors.
@@ -244,36 +246,77 @@ func (c *registryClient) loadReferences(ctx context.Context, refs []schemaRefere
 	return nil
 }
 
-// flight deduplicates concurrent loads of one key: the first caller loads,
-// the others wait for its result.
-type flight[V any] struct {
+// compiled is a schema compiled into a codec, as a cache holds it.
+type compiled struct {
+	id      int
+	codec   *avrocodec.Codec
+	fetched time.Time
+}
+
+// schemaCache holds compiled schemas by key (a schema id, or a subject).
+// Each key is loaded once even when many messages need it at the same
+// moment: the first caller loads, the others wait for its result. An entry
+// older than maxAge is loaded again; if that fails, the old entry is kept
+// (a schema id never changes meaning) and the error is returned beside it
+// for logging.
+type schemaCache[K comparable] struct {
+	maxAge time.Duration
+
+	mu       sync.RWMutex
+	entries  map[K]*compiled
+	inflight map[K]*flight
+}
+
+type flight struct {
 	done chan struct{}
-	val  V
+	val  *compiled
 	err  error
 }
 
-// loadOnce runs load for key unless a load for it is in flight, in which
-// case it waits for that one (or for ctx).
-func loadOnce[K comparable, V any](ctx context.Context, mu *sync.Mutex, inflight map[K]*flight[V], key K, load func() (V, error)) (V, error) {
-	mu.Lock()
-	if f, ok := inflight[key]; ok {
-		mu.Unlock()
+func newSchemaCache[K comparable](maxAge time.Duration) *schemaCache[K] {
+	return &schemaCache[K]{maxAge: maxAge, entries: map[K]*compiled{}, inflight: map[K]*flight{}}
+}
+
+// get returns the entry for key, loading it with load when missing or old.
+// load receives the entry being refreshed, or nil.
+func (c *schemaCache[K]) get(ctx context.Context, key K, load func(prev *compiled) (*compiled, error)) (entry *compiled, refreshErr, err error) {
+	c.mu.RLock() // the hot path: every message
+	prev, ok := c.entries[key]
+	c.mu.RUnlock()
+	if ok && time.Since(prev.fetched) < c.maxAge {
+		return prev, nil, nil
+	}
+	c.mu.Lock()
+	if prev, ok = c.entries[key]; ok && time.Since(prev.fetched) < c.maxAge {
+		c.mu.Unlock()
+		return prev, nil, nil // loaded meanwhile
+	}
+	if f, loading := c.inflight[key]; loading {
+		c.mu.Unlock()
 		select {
 		case <-f.done:
-			return f.val, f.err
 		case <-ctx.Done():
-			var zero V
-			return zero, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
+		if f.err != nil && ok {
+			return prev, f.err, nil
+		}
+		return f.val, nil, f.err
 	}
-	f := &flight[V]{done: make(chan struct{})}
-	inflight[key] = f
-	mu.Unlock()
+	f := &flight{done: make(chan struct{})}
+	c.inflight[key] = f
+	c.mu.Unlock()
 
-	f.val, f.err = load()
-	mu.Lock()
-	delete(inflight, key)
-	mu.Unlock()
+	f.val, f.err = load(prev)
+	c.mu.Lock()
+	delete(c.inflight, key)
+	if f.err == nil {
+		c.entries[key] = f.val
+	}
+	c.mu.Unlock()
 	close(f.done)
-	return f.val, f.err
+	if f.err != nil && ok {
+		return prev, f.err, nil
+	}
+	return f.val, nil, f.err
 }
