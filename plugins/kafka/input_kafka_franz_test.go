@@ -2,8 +2,17 @@ package kafka
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -728,4 +737,57 @@ func TestInputRecordLargerThanFetchLimits(t *testing.T) {
 
 func scramAuth(user, pass string) sasl.Mechanism {
 	return scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
+}
+
+// TestInputTLS consumes from a broker that only speaks TLS, trusting its
+// self-signed certificate through the tls field.
+func TestInputTLS(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(),
+		kfake.TLS(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()[0]
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.AllowAutoTopicCreation(), kgo.DialTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "tls", Value: []byte("secret")}).FirstErr(); err != nil {
+		t.Fatalf("seeding over TLS: %v", err)
+	}
+	cl.Close()
+
+	indented := "      " + strings.ReplaceAll(strings.TrimSpace(string(certPEM)), "\n", "\n      ")
+	in := newTestInput(t, fmt.Sprintf("seed_brokers: [%q]\ntopics: [tls]\ntls:\n  enabled: true\n  root_cas: |\n%s\n", brokers, indented))
+	connect(t, in)
+	if rb := read(t, in, 15*time.Second); rb.values[0] != "secret" {
+		t.Fatalf("read %v over TLS", rb.values)
+	}
+
+	untrusted := newTestInput(t, fmt.Sprintf("seed_brokers: [%q]\ntopics: [tls]\ntls: { enabled: true }", brokers))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := untrusted.Connect(ctx); err == nil {
+		_ = untrusted.Close(context.Background())
+		t.Fatal("connected to a broker whose certificate is not trusted")
+	}
 }
