@@ -84,17 +84,18 @@ func runDev(ctx context.Context, cfg devstack.Config, explicitPGPort bool, stdou
 		return explainStartError(err)
 	}
 
-	env := stack.Env()
-	for i, kv := range env {
+	var exports []string
+	for _, kv := range stack.Env() {
 		k, v, _ := strings.Cut(kv, "=")
 		if k == "ODS_DSN" && cfg.PostgresDSN != "" {
-			// A server the user named may have a real password: never print it.
-			v = devstack.RedactDSN(v)
-			fmt.Fprintln(stderr, "odsflow dev: using the PostgreSQL server from --postgres-dsn (password not shown)")
+			// A server the user named may have a real password: never print
+			// it, and export nothing rather than a DSN that cannot log in.
+			fmt.Fprintf(stderr, "odsflow dev: using the PostgreSQL server from --postgres-dsn, %s: set ODS_DSN to that DSN yourself\n", devstack.RedactDSN(v))
+			continue
 		}
-		env[i] = k + "=" + shellQuote(v)
+		exports = append(exports, k+"="+shellQuote(v))
 	}
-	fmt.Fprintf(stdout, "export %s\n", strings.Join(env, " "))
+	fmt.Fprintf(stdout, "export %s\n", strings.Join(exports, " "))
 	fmt.Fprintln(stdout, "odsflow dev: ready")
 
 	<-ctx.Done()

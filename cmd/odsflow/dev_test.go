@@ -293,8 +293,11 @@ func TestDevWithExistingPostgresHidesItsPassword(t *testing.T) {
 	if strings.Contains(got, "s3cret-pw") {
 		t.Fatalf("the password of --postgres-dsn was printed:\n%s", got)
 	}
-	if !strings.Contains(got, "ODS_DSN='postgres://postgres:xxxxx@127.0.0.1:") {
-		t.Errorf("ODS_DSN not shown redacted:\n%s", got)
+	if !strings.Contains(got, "postgres://postgres:xxxxx@127.0.0.1:") {
+		t.Errorf("the server from --postgres-dsn is not named (redacted):\n%s", got)
+	}
+	if strings.Contains(got, "ODS_DSN=") {
+		t.Errorf("ODS_DSN exported without its password, unusable:\n%s", got)
 	}
 }
 

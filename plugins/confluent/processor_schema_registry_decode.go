@@ -172,7 +172,7 @@ func (p *decodeProcessor) Process(ctx context.Context, msg *service.Message) (se
 
 // codec returns the decoder for id, fetching and compiling it once.
 func (p *decodeProcessor) codec(ctx context.Context, id int) (*compiled, error) {
-	entry, refreshErr, err := p.codecs.get(ctx, id, func(*compiled) (*compiled, error) {
+	entry, refreshErr, err := p.codecs.get(ctx, id, func(ctx context.Context, _ *compiled) (*compiled, error) {
 		s, err := p.client.schemaByID(ctx, id)
 		if err != nil {
 			return nil, fmt.Errorf("fetching schema id %d: %w", id, err)

@@ -570,3 +570,49 @@ func TestDecodeWithBasicAuth(t *testing.T) {
 		t.Errorf("a 401 was retried for %v: it cannot succeed by waiting", time.Since(start))
 	}
 }
+
+// TestDecodeRegistryOutageAtRefresh: when a cached schema's refresh finds
+// the registry failing, decoding goes on with the cached schema, and the
+// registry is asked once per cache period, not once per message.
+func TestDecodeRegistryOutageAtRefresh(t *testing.T) {
+	inner := schemaregistry.New()
+	var down atomic.Bool
+	var asked atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/schemas/ids/") {
+			asked.Add(1)
+		}
+		if down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	sc, err := sr.NewClient(sr.URLs(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := sc.CreateSchema(context.Background(), "k", sr.Schema{Schema: `{"type":"record","name":"K","fields":[{"name":"id","type":"int"}]}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := wire(ss.ID, []byte{0x0E})
+	p := newTestDecoder(t, "url: "+srv.URL+"\ncache_duration: 200ms\nretry_max_elapsed: 300ms")
+	if _, err := decode(t, p, msg); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	asked.Store(0)
+	time.Sleep(250 * time.Millisecond) // the cached schema is now due for a refresh
+	for i := range 20 {
+		if got, err := decode(t, p, msg); err != nil || !reflect.DeepEqual(got, map[string]any{"id": int64(7)}) {
+			t.Fatalf("message %d during the outage: %v, %v", i, got, err)
+		}
+	}
+	// One refresh (a few retries within 300ms), then the kept schema is
+	// fresh again for another 200ms; 20 messages must not mean 20 refreshes.
+	if n := asked.Load(); n < 1 || n > 8 {
+		t.Errorf("registry asked %d times for 20 messages during an outage, want one refresh's retries (1..8)", n)
+	}
+}

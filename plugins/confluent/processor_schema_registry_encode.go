@@ -119,7 +119,7 @@ func (p *encodeProcessor) Process(ctx context.Context, msg *service.Message) (se
 }
 
 func (p *encodeProcessor) latest(ctx context.Context, subject string) (*compiled, error) {
-	entry, refreshErr, err := p.subjects.get(ctx, subject, func(prev *compiled) (*compiled, error) {
+	entry, refreshErr, err := p.subjects.get(ctx, subject, func(ctx context.Context, prev *compiled) (*compiled, error) {
 		s, err := p.client.latest(ctx, subject)
 		if err != nil {
 			return nil, fmt.Errorf("fetching the latest schema of %s: %w", subject, err)

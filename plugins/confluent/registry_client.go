@@ -277,9 +277,15 @@ func newSchemaCache[K comparable](maxAge time.Duration) *schemaCache[K] {
 	return &schemaCache[K]{maxAge: maxAge, entries: map[K]*compiled{}, inflight: map[K]*flight{}}
 }
 
+// loadTimeout bounds one load, which runs detached from the caller that
+// started it: other callers wait for the same load.
+const loadTimeout = 5 * time.Minute
+
 // get returns the entry for key, loading it with load when missing or old.
-// load receives the entry being refreshed, or nil.
-func (c *schemaCache[K]) get(ctx context.Context, key K, load func(prev *compiled) (*compiled, error)) (entry *compiled, refreshErr, err error) {
+// load receives the entry being refreshed, or nil. A failed refresh keeps
+// the old entry and restarts its age, so an outage of the registry costs
+// one retry budget per maxAge, not one per message.
+func (c *schemaCache[K]) get(ctx context.Context, key K, load func(ctx context.Context, prev *compiled) (*compiled, error)) (entry *compiled, refreshErr, err error) {
 	c.mu.RLock() // the hot path: every message
 	prev, ok := c.entries[key]
 	c.mu.RUnlock()
@@ -291,32 +297,46 @@ func (c *schemaCache[K]) get(ctx context.Context, key K, load func(prev *compile
 		c.mu.Unlock()
 		return prev, nil, nil // loaded meanwhile
 	}
-	if f, loading := c.inflight[key]; loading {
-		c.mu.Unlock()
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		}
-		if f.err != nil && ok {
-			return prev, f.err, nil
-		}
-		return f.val, nil, f.err
+	f, loading := c.inflight[key]
+	if !loading {
+		f = &flight{done: make(chan struct{})}
+		c.inflight[key] = f
+		go c.run(ctx, key, prev, f, load)
 	}
-	f := &flight{done: make(chan struct{})}
-	c.inflight[key] = f
 	c.mu.Unlock()
 
-	f.val, f.err = load(prev)
-	c.mu.Lock()
-	delete(c.inflight, key)
-	if f.err == nil {
-		c.entries[key] = f.val
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
 	}
-	c.mu.Unlock()
-	close(f.done)
 	if f.err != nil && ok {
 		return prev, f.err, nil
 	}
 	return f.val, nil, f.err
+}
+
+// run performs one load for every caller waiting on f. It is owned by the
+// flight: it ends when load returns, within loadTimeout.
+func (c *schemaCache[K]) run(ctx context.Context, key K, prev *compiled, f *flight, load func(context.Context, *compiled) (*compiled, error)) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			f.val, f.err = nil, fmt.Errorf("loading schema: panic: %v", r)
+		}
+		c.mu.Lock()
+		delete(c.inflight, key)
+		switch {
+		case f.err == nil:
+			c.entries[key] = f.val
+		case prev != nil:
+			kept := *prev
+			kept.fetched = time.Now()
+			c.entries[key] = &kept
+		}
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	f.val, f.err = load(lctx, prev)
 }

@@ -78,6 +78,7 @@ type unwrap struct {
 	tombstonesAsDeletes bool
 	keyMeta             string
 	dropped             *service.MetricCounter
+	truncates           *service.MetricCounter
 	log                 *service.Logger
 }
 
@@ -94,6 +95,7 @@ func newUnwrap(conf *service.ParsedConfig, mgr *service.Resources) (*unwrap, err
 		tombstonesAsDeletes: mode == "delete",
 		keyMeta:             keyMeta,
 		dropped:             mgr.Metrics().NewCounter("debezium_tombstones_dropped"),
+		truncates:           mgr.Metrics().NewCounter("debezium_truncates"),
 		log:                 mgr.Logger(),
 	}, nil
 }
@@ -153,8 +155,13 @@ func (u *unwrap) Process(_ context.Context, msg *service.Message) (service.Messa
 		snap, _ := source["snapshot"].(string)
 		msg.MetaSetMut("cdc_snapshot", snap == "true" || snap == "last" || snap == "first" || snap == "last_in_data_collection" || snap == "first_in_data_collection" || snap == "incremental")
 	}
-	if op != "r" && op != "c" && op != "u" && op != "d" {
-		u.log.Warnf("debezium_unwrap: %s event (op %q) on %v passed on", map[string]string{"t": "truncate", "m": "logical message"}[op], op, source["table"])
+	switch op {
+	case "t":
+		// A truncate empties a source table: loud, and counted.
+		u.truncates.Incr(1)
+		u.log.Warnf("debezium_unwrap: TRUNCATE of source table %v (version %v) passed on", source["table"], source["lsn"])
+	case "m":
+		u.log.Infof("debezium_unwrap: logical decoding message passed on")
 	}
 	msg.SetStructuredMut(body)
 	return service.MessageBatch{msg}, nil

@@ -176,7 +176,8 @@ type franzInput struct {
 	res *service.Resources
 	lag *service.MetricGauge
 
-	clientOpts      []kgo.Opt
+	baseOpts        []kgo.Opt // connection only: for probing the cluster
+	clientOpts      []kgo.Opt // baseOpts plus consuming
 	topics          []string
 	regexpTopics    bool
 	group           string
@@ -286,12 +287,22 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 	if in.batchPolicy, err = conf.FieldBatchPolicy(ifBatching); err != nil {
 		return nil, err
 	}
+	if !in.batchPolicy.IsNoop() {
+		// Each partition builds its own batcher later; one that cannot be
+		// built is a config error now, not a silently ignored policy then.
+		b, err := in.batchPolicy.NewBatcher(mgr)
+		if err != nil {
+			return nil, fmt.Errorf("batching: %w", err)
+		}
+		_ = b.Close(context.Background())
+	}
 
 	consumerOpts, err := in.consumerOptions(conf)
 	if err != nil {
 		return nil, err
 	}
-	in.clientOpts = append(in.clientOpts, consumerOpts...)
+	in.baseOpts = in.clientOpts
+	in.clientOpts = append(append([]kgo.Opt{}, in.clientOpts...), consumerOpts...)
 	return in, nil
 }
 
@@ -463,7 +474,9 @@ func (in *franzInput) Connect(ctx context.Context) error {
 	if in.conn != nil {
 		select {
 		case <-in.conn.failed:
-			in.stopConn(ctx, in.conn) // reconnect after the poll loop died
+			// The poll loop ended without Close (the client was closed
+			// under it): start over with a new client.
+			in.stopConn(ctx, in.conn)
 		default:
 			return nil
 		}
@@ -486,20 +499,27 @@ func (in *franzInput) Connect(ctx context.Context) error {
 			}),
 		)
 	}
-	cl, err := kgo.NewClient(opts...)
+	// Check the cluster with a plain client first: a group client joins at
+	// once, and a failed check would make every retry a join and a leave,
+	// rebalancing the other members each time.
+	probe, err := kgo.NewClient(in.baseOpts...)
 	if err != nil {
 		c.cancel()
 		return fmt.Errorf("creating kafka client: %w", err)
 	}
-	if err := pingBrokers(ctx, cl); err != nil {
+	err = pingBrokers(ctx, probe)
+	if err == nil {
+		err = in.checkTopics(ctx, probe)
+	}
+	probe.Close()
+	if err != nil {
 		c.cancel()
-		cl.Close()
 		return err
 	}
-	if err := in.checkTopics(ctx, cl); err != nil {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
 		c.cancel()
-		cl.Close()
-		return err
+		return fmt.Errorf("creating kafka client: %w", err)
 	}
 	c.client = cl
 	c.wg.Add(2)
@@ -610,25 +630,14 @@ func (in *franzInput) pollLoop(c *franzConn) {
 				in.log.Errorf("kafka_franz: fetching %s: %v (retrying; no offset is skipped)", key, err)
 			}
 		})
-		var pause map[string][]int32
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if fp.Err == nil {
 				delete(reported, fp.Topic+"/"+strconv.Itoa(int(fp.Partition)))
 			}
-			p := in.partition(c, topicPartition{fp.Topic, fp.Partition})
-			if p == nil {
-				return // not ours (any more)
-			}
-			if p.push(fp.Records, fp.HighWatermark) {
-				if pause == nil {
-					pause = map[string][]int32{}
-				}
-				pause[fp.Topic] = append(pause[fp.Topic], fp.Partition)
-			}
+			if p := in.partition(c, topicPartition{fp.Topic, fp.Partition}); p != nil {
+				p.push(fp.Records, fp.HighWatermark)
+			} // else not ours (any more)
 		})
-		if pause != nil {
-			c.client.PauseFetchPartitions(pause)
-		}
 		if in.group != "" {
 			c.client.AllowRebalance()
 		}
@@ -656,10 +665,14 @@ func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topi
 	if !in.batchPolicy.IsNoop() {
 		b, err := in.batchPolicy.NewBatcher(in.res)
 		if err != nil {
-			in.log.Errorf("kafka_franz: %s: creating batcher: %v", tp, err)
-		} else {
-			batcher = b
+			// The policy was built once at construction, so this should not
+			// happen. Delivering without it would skip its processors: keep
+			// the partition idle instead, where lag and stall reports show it.
+			in.log.Errorf("kafka_franz: %s: building the batching policy failed, the partition is not consumed: %v", tp, err)
+			c.parts[tp] = p
+			return p
 		}
+		batcher = b
 	}
 	c.parts[tp] = p
 	c.wg.Add(1)

@@ -82,19 +82,20 @@ func (p *partitionState) signal() {
 	}
 }
 
-// push appends fetched records; it reports whether the buffer is now over
-// its limit and fetching of the partition should pause.
-func (p *partitionState) push(recs []*kgo.Record, highWater int64) (pause bool) {
+// push appends fetched records, and pauses fetching of the partition when
+// its buffer is over the limit. Pause and resume both happen under p.mu, so
+// the client's paused state and p.paused never disagree.
+func (p *partitionState) push(recs []*kgo.Record, highWater int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return false
+		return
 	}
 	if highWater > p.highWater {
 		p.highWater = highWater
 	}
 	if len(recs) == 0 {
-		return false
+		return
 	}
 	if p.firstSeen < 0 {
 		p.firstSeen = recs[0].Offset
@@ -106,9 +107,8 @@ func (p *partitionState) push(recs []*kgo.Record, highWater int64) (pause bool) 
 	p.signal()
 	if !p.paused && p.bufBytes >= p.in.bufferBytes {
 		p.paused = true
-		return true
+		p.client.PauseFetchPartitions(map[string][]int32{p.tp.topic: {p.tp.partition}})
 	}
-	return false
 }
 
 // close ends this ownership: in-flight work is dropped (its acks will be
@@ -243,6 +243,9 @@ func (p *partitionState) nextDelivery(ctx context.Context, batcher *service.Batc
 		}
 	}()
 	for {
+		if ctx.Err() != nil {
+			return nil, false
+		}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -348,6 +351,11 @@ func (p *partitionState) flush(ctx context.Context, batcher *service.Batcher) (*
 		return nil, false
 	}
 	msgs, err := batcher.Flush(ctx)
+	if ctx.Err() != nil {
+		// Stopping: a cancelled flush returns nothing, and registering that
+		// as an empty batch would let its offsets be committed unseen.
+		return nil, false
+	}
 	if err != nil {
 		p.in.log.Errorf("kafka_franz: %s: batching processors failed: %v", p.tp, err)
 	}
