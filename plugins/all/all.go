@@ -9,6 +9,8 @@ import (
 	_ "github.com/odsflow/odsflow/plugins/confluent"
 	// debezium_unwrap.
 	_ "github.com/odsflow/odsflow/plugins/debezium"
+	// cdc_join.
+	_ "github.com/odsflow/odsflow/plugins/join"
 	// kafka_franz input and output.
 	_ "github.com/odsflow/odsflow/plugins/kafka"
 )

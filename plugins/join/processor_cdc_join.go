@@ -1,0 +1,230 @@
+// Package join holds cdc_join: a stateful, durable join of CDC streams,
+// configured entirely in YAML.
+package join
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/bloblang"
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/odsflow/odsflow/internal/statestore"
+)
+
+func joinSpec() *service.ConfigSpec {
+	return service.NewConfigSpec().
+		Beta().
+		Categories("Utility").
+		Summary("Joins CDC streams on their latest row states, with state on disk: one-to-many latest-state joins and lookups.").
+		Description(`
+Consumes row changes (the output of `+"`debezium_unwrap`"+`: body = the row, metadata `+"`cdc_op`"+` and `+"`cdc_version`"+`) of
+several source tables and emits rows of target tables, with metadata `+"`ods_table`"+` and `+"`ods_op`"+` (`+"`upsert`"+` or
+`+"`delete`"+`). Nothing about the tables is built in: each input table is recognised by a Bloblang `+"`check`"+` and
+keyed by a Bloblang `+"`key`"+`; each relation names its parent and child tables and builds target rows with a
+mapping that sees `+"`this.parent`"+`, `+"`this.child`"+`, `+"`this.parent_version`"+` and `+"`this.child_version`"+`.
+
+- **latest_state** (one parent, many children): a parent change re-emits a row for each of its children; a child
+  change emits its row; a child whose parent has not arrived is held and emitted when it arrives; a child that
+  moves to another parent leaves the old one; a child delete emits a delete of its row; a parent delete emits
+  deletes of all its children's rows.
+- **lookup**: a child event is enriched from its parent's current state and emitted; one whose parent has not
+  arrived is held until it does. Lookup children are not kept once emitted.
+
+Versions: a change older than the stored version of its key is ignored (counted in `+"`cdc_join_stale`"+`); a
+deleted key keeps a tombstone with its version for `+"`tombstone_retention`"+`, so a stale change cannot bring it
+back. State lives in `+"`state_dir`"+` (bbolt): each batch's changes are written in one synced transaction before
+the batch is passed on, so they are on disk before any offset of the batch can be committed. The directory is
+locked: a second process using it fails at once. Batches are processed one at a time (safe with
+`+"`pipeline.threads`"+` > 1: per-key order is kept by the input's per-partition order).
+
+A message that matches no table, has no key or a key that is not a string or an integer, lacks `+"`cdc_version`"+`,
+or that a mapping cannot use is passed on unchanged and marked errored with the reason; it changes no state.
+`).
+		Fields(
+			service.NewStringField("state_dir").Description("Directory of the state store.").Example("${ODS_STATE_DIR:./data/state}"),
+			service.NewDurationField("tombstone_retention").Description("How long a deleted key's tombstone is kept.").Default("168h").Advanced(),
+			service.NewObjectListField("tables",
+				service.NewStringField("name").Description("A name for the table, used by relations."),
+				service.NewBloblangField("check").Description("True for the messages of this table.").Example(`@cdc_table == "T_Accounts"`),
+				service.NewBloblangField("key").Description("The row's key, from its body: a string or an integer.").Example("this.id"),
+			).Description("The input tables."),
+			service.NewObjectListField("relations",
+				service.NewStringField("name").Description("The relation's name, and the target table (`ods_table`)."),
+				service.NewStringEnumField("kind", "latest_state", "lookup").Description("`latest_state`: parent ⋈ children on their latest states. `lookup`: children enriched from their parent, not kept."),
+				service.NewStringField("parent").Description("The parent table's name."),
+				service.NewStringField("child").Description("The child table's name."),
+				service.NewBloblangField("parent_key").Description("The child's parent key, from the child's body.").Example("this.customer_id"),
+				service.NewBloblangField("mapping").Description("Builds the target row from `this.parent`, `this.child`, `this.parent_version`, `this.child_version`."),
+				service.NewBloblangField("key_mapping").Description("Builds the target row's key columns from `this.child` (for deletes)."),
+			).Description("The joins to emit."),
+		)
+}
+
+func init() {
+	err := service.RegisterBatchProcessor("cdc_join", joinSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchProcessor, error) {
+			return newJoin(conf, mgr)
+		})
+	if err != nil {
+		panic(err)
+	}
+}
+
+type table struct {
+	name  string
+	check *bloblang.Executor
+	key   *bloblang.Executor
+	// stored: kept in state (a parent, or a latest_state child).
+	stored bool
+}
+
+type relation struct {
+	name, kind         string
+	parent, child      *table
+	parentKey          *bloblang.Executor
+	mapping, keyMapper *bloblang.Executor
+}
+
+type join struct {
+	log       *service.Logger
+	store     statestore.Store
+	tables    []*table
+	relations []*relation
+	retention time.Duration
+
+	stale, held, errored *service.MetricCounter
+
+	mu sync.Mutex // one batch at a time: the state is one sequence of changes
+}
+
+func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) {
+	j := &join{
+		log:     mgr.Logger(),
+		stale:   mgr.Metrics().NewCounter("cdc_join_stale"),
+		held:    mgr.Metrics().NewCounter("cdc_join_held"),
+		errored: mgr.Metrics().NewCounter("cdc_join_errored"),
+	}
+	var err error
+	if j.retention, err = conf.FieldDuration("tombstone_retention"); err != nil {
+		return nil, err
+	}
+	tconfs, err := conf.FieldObjectList("tables")
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*table{}
+	for i, tc := range tconfs {
+		t := &table{}
+		if t.name, err = tc.FieldString("name"); err != nil {
+			return nil, err
+		}
+		if t.check, err = tc.FieldBloblang("check"); err != nil {
+			return nil, fmt.Errorf("tables[%d].check: %w", i, err)
+		}
+		if t.key, err = tc.FieldBloblang("key"); err != nil {
+			return nil, fmt.Errorf("tables[%d].key: %w", i, err)
+		}
+		if byName[t.name] != nil {
+			return nil, fmt.Errorf("tables[%d]: duplicate name %q", i, t.name)
+		}
+		byName[t.name] = t
+		j.tables = append(j.tables, t)
+	}
+	rconfs, err := conf.FieldObjectList("relations")
+	if err != nil {
+		return nil, err
+	}
+	for i, rc := range rconfs {
+		r := &relation{}
+		var parent, child string
+		if r.name, err = rc.FieldString("name"); err != nil {
+			return nil, err
+		}
+		if r.kind, err = rc.FieldString("kind"); err != nil {
+			return nil, err
+		}
+		if parent, err = rc.FieldString("parent"); err != nil {
+			return nil, err
+		}
+		if child, err = rc.FieldString("child"); err != nil {
+			return nil, err
+		}
+		if r.parent, r.child = byName[parent], byName[child]; r.parent == nil || r.child == nil {
+			return nil, fmt.Errorf("relations[%d] (%s): parent %q and child %q must name tables", i, r.name, parent, child)
+		}
+		if r.parentKey, err = rc.FieldBloblang("parent_key"); err != nil {
+			return nil, fmt.Errorf("relations[%d].parent_key: %w", i, err)
+		}
+		if r.mapping, err = rc.FieldBloblang("mapping"); err != nil {
+			return nil, fmt.Errorf("relations[%d].mapping: %w", i, err)
+		}
+		if r.keyMapper, err = rc.FieldBloblang("key_mapping"); err != nil {
+			return nil, fmt.Errorf("relations[%d].key_mapping: %w", i, err)
+		}
+		r.parent.stored = true
+		if r.kind == "latest_state" {
+			r.child.stored = true
+		}
+		j.relations = append(j.relations, r)
+	}
+	dir, err := conf.FieldString("state_dir")
+	if err != nil {
+		return nil, err
+	}
+	if j.store, err = statestore.Open(dir); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// ProcessBatch applies the batch to the state in one transaction, and
+// returns the rows it implies once that transaction is on disk.
+func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out service.MessageBatch
+	backoff := 100 * time.Millisecond
+	for {
+		out = out[:0]
+		err := j.store.Update(ctx, func(tx statestore.Tx) error {
+			st := &state{tx: tx, now: time.Now(), retention: j.retention}
+			for _, msg := range batch {
+				emitted, err := j.apply(st, msg)
+				if err != nil {
+					j.errored.Incr(1)
+					msg.SetError(err)
+					out = append(out, msg) // unchanged, errored: to the dead-letter path
+					continue
+				}
+				out = append(out, emitted...)
+			}
+			return nil
+		})
+		if err == nil {
+			break
+		}
+		// The state must be written before anything is passed on: hold the
+		// batch (back-pressure) until the store works again.
+		j.log.Errorf("cdc_join: writing state failed, retrying in %v: %v", backoff, err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cdc_join: state not written: %w", err)
+		case <-time.After(backoff):
+		}
+		if backoff *= 2; backoff > 5*time.Second {
+			backoff = 5 * time.Second
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return []service.MessageBatch{out}, nil
+}
+
+// Close releases the state store.
+func (j *join) Close(context.Context) error {
+	return j.store.Close()
+}

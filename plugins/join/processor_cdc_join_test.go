@@ -1,0 +1,254 @@
+package join
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+)
+
+const odsConfig = `
+state_dir: %q
+tables:
+  - name: customers
+    check: '@cdc_table == "T_Customers"'
+    key: this.id
+  - name: accounts
+    check: '@cdc_table == "T_Accounts"'
+    key: this.id
+  - name: transactions
+    check: '@cdc_table == "T_Transactions"'
+    key: this.id
+relations:
+  - name: customer_account
+    kind: latest_state
+    parent: customers
+    child: accounts
+    parent_key: this.customer_id
+    mapping: |
+      root.account_number = this.child.account_number.string()
+      root.customer_id = this.parent.id
+      root.customer_name = this.parent.first_name + " " + this.parent.last_name
+      root.account_balance = this.child.account_balance
+      root.account_version = this.child_version
+      root.customer_version = this.parent_version
+    key_mapping: 'root.account_number = this.child.account_number.string()'
+  - name: t_transaction
+    kind: lookup
+    parent: accounts
+    child: transactions
+    parent_key: this.account_id
+    mapping: |
+      root.transaction_id = this.child.id
+      root.transaction_amount = this.child.amount
+      root.account_number = this.parent.account_number.string()
+      root.customer_id = this.parent.customer_id
+      root.source_version = this.child_version
+    key_mapping: 'root.transaction_id = this.child.id'
+`
+
+func newTestJoin(t *testing.T, dir string) *join {
+	t.Helper()
+	conf, err := joinSpec().ParseYAML(fmt.Sprintf(odsConfig, dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := newJoin(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = j.Close(context.Background()) })
+	return j
+}
+
+// ev is a change as debezium_unwrap emits it.
+func ev(table, op string, version int64, body string) *service.Message {
+	m := service.NewMessage([]byte(body))
+	m.MetaSetMut("cdc_table", table)
+	m.MetaSetMut("cdc_op", op)
+	m.MetaSetMut("cdc_version", version)
+	return m
+}
+
+func cust(op string, v int64, id int, first string) *service.Message {
+	return ev("T_Customers", op, v, fmt.Sprintf(`{"id":%d,"first_name":%q,"last_name":"L"}`, id, first))
+}
+
+func acct(op string, v int64, id, number, customer int, balance string) *service.Message {
+	return ev("T_Accounts", op, v, fmt.Sprintf(`{"id":%d,"account_number":%d,"customer_id":%d,"account_balance":%q}`, id, number, customer, balance))
+}
+
+func txn(op string, v int64, id, account int) *service.Message {
+	return ev("T_Transactions", op, v, fmt.Sprintf(`{"id":%d,"account_id":%d,"amount":"12.50"}`, id, account))
+}
+
+// run processes the messages as one batch and renders what comes out as
+// "table op {json}" lines, or "ERROR: reason" for errored messages.
+func run(t *testing.T, j *join, msgs ...*service.Message) []string {
+	t.Helper()
+	out, err := j.ProcessBatch(context.Background(), msgs)
+	if err != nil {
+		t.Fatalf("ProcessBatch: %v", err)
+	}
+	var lines []string
+	for _, b := range out {
+		for _, m := range b {
+			if err := m.GetError(); err != nil {
+				lines = append(lines, "ERROR: "+err.Error())
+				continue
+			}
+			table, _ := m.MetaGet("ods_table")
+			op, _ := m.MetaGet("ods_op")
+			v, _ := m.AsStructured()
+			js, _ := json.Marshal(v)
+			lines = append(lines, table+" "+op+" "+string(js))
+		}
+	}
+	return lines
+}
+
+func expect(t *testing.T, step string, got []string, want ...string) {
+	t.Helper()
+	sort.Strings(got)
+	sort.Strings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("%s:\ngot\n  %s\nwant\n  %s", step, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+const (
+	ca = "customer_account upsert "
+	cd = "customer_account delete "
+	tx = "t_transaction upsert "
+)
+
+func TestLatestStateJoin(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	expect(t, "child before its parent is held", run(t, j, acct("c", 10, 1, 1001, 7, "5.00")))
+	expect(t, "parent arrives: held child emitted", run(t, j, cust("c", 11, 7, "Ann")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":10,"customer_id":7,"customer_name":"Ann L","customer_version":11}`)
+	expect(t, "second child of a present parent", run(t, j, acct("c", 12, 2, 1002, 7, "1.00")),
+		ca+`{"account_balance":"1.00","account_number":"1002","account_version":12,"customer_id":7,"customer_name":"Ann L","customer_version":11}`)
+	expect(t, "parent change re-emits every child", run(t, j, cust("u", 13, 7, "Anna")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":10,"customer_id":7,"customer_name":"Anna L","customer_version":13}`,
+		ca+`{"account_balance":"1.00","account_number":"1002","account_version":12,"customer_id":7,"customer_name":"Anna L","customer_version":13}`)
+
+	run(t, j, cust("c", 14, 8, "Bob"))
+	expect(t, "child moves to a present parent", run(t, j, acct("u", 15, 1, 1001, 8, "5.00")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":15,"customer_id":8,"customer_name":"Bob L","customer_version":14}`)
+	expect(t, "child moves again, to a parent not yet here: its row goes", run(t, j, acct("u", 16, 1, 1001, 9, "5.00")),
+		cd+`{"account_number":"1001"}`)
+	expect(t, "the old parents no longer have it", run(t, j, cust("u", 17, 8, "Bobby")))
+	expect(t, "", run(t, j, cust("u", 18, 7, "Anne")),
+		ca+`{"account_balance":"1.00","account_number":"1002","account_version":12,"customer_id":7,"customer_name":"Anne L","customer_version":18}`)
+	expect(t, "its new parent arrives", run(t, j, cust("c", 19, 9, "Cy")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":16,"customer_id":9,"customer_name":"Cy L","customer_version":19}`)
+
+	expect(t, "child delete", run(t, j, ev("T_Accounts", "d", 20, `{"id":2}`)), cd+`{"account_number":"1002"}`)
+	expect(t, "parent delete deletes its children's rows", run(t, j, ev("T_Customers", "d", 21, `{"id":9}`)), cd+`{"account_number":"1001"}`)
+	expect(t, "the parent comes back: its held child is emitted again", run(t, j, cust("c", 22, 9, "Cy")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":16,"customer_id":9,"customer_name":"Cy L","customer_version":22}`)
+}
+
+func TestVersionsAndTombstones(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 5, 1, 1001, 7, "5.00"))
+	expect(t, "stale update ignored", run(t, j, acct("u", 4, 1, 1001, 7, "9.99")))
+	expect(t, "delete", run(t, j, ev("T_Accounts", "d", 6, `{"id":1}`)), cd+`{"account_number":"1001"}`)
+	expect(t, "stale update after the delete cannot bring it back", run(t, j, acct("u", 5, 1, 1001, 7, "9.99")))
+	expect(t, "a newer insert does", run(t, j, acct("c", 7, 1, 1001, 7, "1.00")),
+		ca+`{"account_balance":"1.00","account_number":"1001","account_version":7,"customer_id":7,"customer_name":"Ann L","customer_version":1}`)
+	expect(t, "stale parent ignored", run(t, j, cust("u", 0, 7, "Old")))
+}
+
+func TestReplayOfAWholeBatchIsHarmless(t *testing.T) {
+	batch := func() []*service.Message {
+		return []*service.Message{cust("c", 1, 7, "Ann"), acct("c", 2, 1, 1001, 7, "5.00"), acct("u", 3, 1, 1001, 7, "6.00"), txn("c", 4, 50, 1)}
+	}
+	j := newTestJoin(t, t.TempDir())
+	first := run(t, j, batch()...)
+	again := run(t, j, batch()...)
+	// Rows are emitted again (same versions: an upsert with a version guard
+	// makes them no-ops), except what the replay's older versions reject.
+	final := func(lines []string) string { return lines[len(lines)-1] }
+	if final(first) != final(again) {
+		t.Errorf("replay ends differently:\nfirst %v\nagain %v", first, again)
+	}
+	expect(t, "after the replay, state is as before", run(t, j, cust("u", 5, 7, "Ann")),
+		ca+`{"account_balance":"6.00","account_number":"1001","account_version":3,"customer_id":7,"customer_name":"Ann L","customer_version":5}`)
+}
+
+func TestLookupJoin(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	expect(t, "transaction before its account is held", run(t, j, txn("c", 1, 50, 1)))
+	expect(t, "account arrives: the transaction is emitted", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")),
+		tx+`{"account_number":"1001","customer_id":7,"source_version":1,"transaction_amount":"12.50","transaction_id":50}`)
+	expect(t, "emitted transactions are not kept", run(t, j, acct("u", 3, 1, 1001, 7, "6.00")))
+	expect(t, "a transaction of a present account", run(t, j, txn("c", 4, 51, 1)),
+		tx+`{"account_number":"1001","customer_id":7,"source_version":4,"transaction_amount":"12.50","transaction_id":51}`)
+	expect(t, "transaction delete", run(t, j, ev("T_Transactions", "d", 5, `{"id":51}`)), `t_transaction delete {"transaction_id":51}`)
+	run(t, j, txn("c", 6, 52, 2))
+	expect(t, "a held transaction deleted before its account arrives", run(t, j, ev("T_Transactions", "d", 7, `{"id":52}`)), `t_transaction delete {"transaction_id":52}`)
+	expect(t, "... is never emitted", run(t, j, acct("c", 8, 2, 1002, 7, "0.00")))
+}
+
+func TestBadInputIsErroredAndChangesNothing(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	noVersion := service.NewMessage([]byte(`{"id":1}`))
+	noVersion.MetaSetMut("cdc_table", "T_Customers")
+	noVersion.MetaSetMut("cdc_op", "c")
+	got := run(t, j,
+		ev("T_Nope", "c", 1, `{"id":1}`),
+		ev("T_Customers", "c", 1, `{"name":"no id"}`),
+		ev("T_Customers", "c", 1, `{"id":1.5}`),
+		ev("T_Customers", "c", 1, `{"id":{"a":1}}`),
+		noVersion,
+		ev("T_Accounts", "c", 1, `{"id":1,"account_number":1001}`), // no customer_id: parent_key fails
+		ev("T_Customers", "x", 1, `{"id":1}`),
+		ev("T_Customers", "c", 1, `not json`),
+	)
+	wantReasons := []string{"matches no table", "key of customers", "not an integer", "want a string or an integer",
+		"without an integer cdc_version", "parent_key of customer_account", `unsupported cdc_op "x"`, "not structured"}
+	if len(got) != len(wantReasons) {
+		t.Fatalf("got %d outputs, want %d errored messages: %v", len(got), len(wantReasons), got)
+	}
+	for i, w := range wantReasons {
+		if !strings.HasPrefix(got[i], "ERROR: ") || !strings.Contains(got[i], w) {
+			t.Errorf("message %d: %q, want an error containing %q", i, got[i], w)
+		}
+	}
+	// The account with the bad parent key left no state behind: a correct
+	// version of it, older than the failed one, is still accepted.
+	run(t, j, cust("c", 1, 7, "Ann"))
+	expect(t, "state unchanged by errored messages", run(t, j, acct("c", 1, 1, 1001, 7, "5.00")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":1,"customer_id":7,"customer_name":"Ann L","customer_version":1}`)
+}
+
+func TestStateSurvivesRestartAndIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	j := newTestJoin(t, dir)
+	run(t, j, acct("c", 1, 1, 1001, 7, "5.00"), txn("c", 2, 50, 3))
+
+	conf, err := joinSpec().ParseYAML(fmt.Sprintf(odsConfig, dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second, err := newJoin(conf, service.MockResources()); err == nil {
+		_ = second.Close(context.Background())
+		t.Fatal("a second cdc_join opened a state_dir in use")
+	} else if !strings.Contains(err.Error(), "locked") {
+		t.Errorf("second open: %v, want a lock error", err)
+	}
+
+	_ = j.Close(context.Background())
+	j2 := newTestJoin(t, dir)
+	expect(t, "held child survives a restart", run(t, j2, cust("c", 3, 7, "Ann")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":1,"customer_id":7,"customer_name":"Ann L","customer_version":3}`)
+	expect(t, "held transaction survives a restart", run(t, j2, acct("c", 4, 3, 1003, 7, "0.00")),
+		ca+`{"account_balance":"0.00","account_number":"1003","account_version":4,"customer_id":7,"customer_name":"Ann L","customer_version":3}`,
+		tx+`{"account_number":"1003","customer_id":7,"source_version":2,"transaction_amount":"12.50","transaction_id":50}`)
+}
