@@ -26,6 +26,7 @@ func main() {
 		service.CLIOptSetVersion(version, dateBuilt),
 		service.CLIOptSetDocumentationURL("https://github.com/odsflow/odsflow"),
 		service.CLIOptAddCommand(devCommand()),
+		service.CLIOptAddCommand(stateCommand()),
 		service.CLIOptAddCommand(simulateCommand()),
 	)
 }

@@ -14,12 +14,15 @@ import (
 	bolterr "go.etcd.io/bbolt/errors"
 )
 
+// FileName is the store's file inside its directory.
+const FileName = "state.db"
+
 // FormatVersion is the on-disk format this build reads and writes. Open
 // refuses a directory written in another format rather than misreading it.
 const FormatVersion = 1
 
 const (
-	fileName   = "state.db"
+	fileName   = FileName
 	metaBucket = "_meta"
 	formatKey  = "format"
 )
@@ -199,4 +202,32 @@ func (t boltTx) Count(bucket string) (int, error) {
 		return 0, err
 	}
 	return b.Stats().KeyN, nil
+}
+
+func (t boltTx) Buckets() ([]string, error) {
+	var names []string
+	err := t.tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		if string(name) != metaBucket {
+			names = append(names, string(name))
+		}
+		return nil
+	})
+	return names, err
+}
+
+func (t boltTx) ScanFrom(bucket string, from []byte, fn func(key, value []byte) error) error {
+	b, err := t.bucket(bucket, false)
+	if err != nil || b == nil {
+		return err
+	}
+	c := b.Cursor()
+	for k, v := c.Seek(from); k != nil; k, v = c.Next() {
+		if err := fn(k, v); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
 }

@@ -38,8 +38,12 @@ type Tx interface {
 	// fn returns an error (returned by Scan) or ErrStop (Scan returns nil).
 	// fn must not change the bucket being scanned.
 	Scan(bucket string, prefix []byte, fn func(key, value []byte) error) error
+	// ScanFrom is Scan over every key ≥ from, in key order.
+	ScanFrom(bucket string, from []byte, fn func(key, value []byte) error) error
 	// Count returns the number of keys in bucket.
 	Count(bucket string) (int, error)
+	// Buckets returns the names of the buckets, sorted.
+	Buckets() ([]string, error)
 }
 
 // ErrStop ends a Scan early without error.

@@ -98,6 +98,9 @@ type join struct {
 	stale, held, errored *service.MetricCounter
 
 	mu sync.Mutex // one batch at a time: the state is one sequence of changes
+
+	stopPurge context.CancelFunc
+	purged    chan struct{} // closed when the purge loop has ended
 }
 
 func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) {
@@ -110,6 +113,9 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	var err error
 	if j.retention, err = conf.FieldDuration("tombstone_retention"); err != nil {
 		return nil, err
+	}
+	if j.retention <= 0 {
+		return nil, fmt.Errorf("tombstone_retention must be positive, got %v", j.retention)
 	}
 	tconfs, err := conf.FieldObjectList("tables")
 	if err != nil {
@@ -177,6 +183,9 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	if j.store, err = statestore.Open(dir); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	j.stopPurge, j.purged = cancel, make(chan struct{})
+	go func() { defer close(j.purged); j.purgeLoop(ctx) }()
 	return j, nil
 }
 
@@ -224,7 +233,9 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 	return []service.MessageBatch{out}, nil
 }
 
-// Close releases the state store.
+// Close stops the purge loop and releases the state store.
 func (j *join) Close(context.Context) error {
+	j.stopPurge()
+	<-j.purged
 	return j.store.Close()
 }

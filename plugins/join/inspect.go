@@ -1,0 +1,115 @@
+package join
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/odsflow/odsflow/internal/statestore"
+)
+
+// Inspect writes a report of the cdc_join state in dir: keys per table and
+// relation, tombstones, held (waiting) events, and with key the state of
+// that key in every table and relation. It opens the store, so it fails
+// while a pipeline holds the directory.
+func Inspect(ctx context.Context, dir, key string, w io.Writer) error {
+	if _, err := os.Stat(filepath.Join(dir, statestore.FileName)); err != nil {
+		return fmt.Errorf("no cdc_join state in %s: %w", dir, err)
+	}
+	store, err := statestore.Open(dir)
+	if err != nil {
+		return fmt.Errorf("%w (inspect needs the pipeline stopped, or a copy of the directory)", err)
+	}
+	defer store.Close()
+	size, _ := store.SizeOnDisk()
+	fmt.Fprintf(w, "state dir %s: format %d, %.1f MB on disk\n\n", dir, statestore.FormatVersion, float64(size)/(1<<20))
+
+	return store.View(ctx, func(tx statestore.Tx) error {
+		buckets, err := tx.Buckets()
+		if err != nil {
+			return err
+		}
+		sort.Strings(buckets)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "BUCKET\tKEYS\tTOMBSTONES\tWHAT")
+		st := &state{tx: tx, now: time.Now()}
+		for _, b := range buckets {
+			n, err := tx.Count(b)
+			if err != nil {
+				return err
+			}
+			switch {
+			case strings.HasPrefix(b, "row."):
+				t := &table{name: strings.TrimPrefix(b, "row.")}
+				dead := 0
+				err := tx.Scan(b, nil, func(k, _ []byte) error {
+					r, err := st.row(t, string(k))
+					if err == nil && r != nil && r.Deleted {
+						dead++
+					}
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%d\tlatest row states of table %s\n", b, n, dead, t.name)
+			case strings.HasPrefix(b, "idx."):
+				fmt.Fprintf(tw, "%s\t%d\t\tparent→child links of relation %s\n", b, n, strings.TrimPrefix(b, "idx."))
+			case strings.HasPrefix(b, "held."):
+				fmt.Fprintf(tw, "%s\t%d\t\tevents of relation %s held for their parent\n", b, n, strings.TrimPrefix(b, "held."))
+			default:
+				fmt.Fprintf(tw, "%s\t%d\t\t\n", b, n)
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if key == "" {
+			return nil
+		}
+		fmt.Fprintf(w, "\nkey %q:\n", key)
+		found := false
+		for _, b := range buckets {
+			switch {
+			case strings.HasPrefix(b, "row."):
+				r, err := st.row(&table{name: strings.TrimPrefix(b, "row.")}, key)
+				if err != nil {
+					return err
+				}
+				if r != nil {
+					js, _ := json.MarshalIndent(r, "  ", "  ")
+					fmt.Fprintf(w, "  %s: %s\n", b, js)
+					found = true
+				}
+			case strings.HasPrefix(b, "idx."), strings.HasPrefix(b, "held."):
+				err := tx.Scan(b, nil, func(k, v []byte) error {
+					parent, child, _ := strings.Cut(string(k), "\x00")
+					if parent != key && child != key {
+						return nil
+					}
+					found = true
+					fmt.Fprintf(w, "  %s: parent %s, child %s", b, parent, child)
+					if len(v) > 0 {
+						fmt.Fprintf(w, ": %s", v)
+					}
+					fmt.Fprintln(w)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+		}
+		if !found {
+			fmt.Fprintln(w, "  (not in the state)")
+		}
+		return nil
+	})
+}

@@ -1,0 +1,39 @@
+package join
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/odsflow/odsflow/internal/statestore"
+)
+
+func TestPurgeRemovesOnlyExpiredTombstones(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), cust("c", 2, 8, "Bob"), acct("c", 3, 1, 1001, 7, "5.00"))
+	run(t, j, ev("T_Customers", "d", 4, `{"id":8}`), ev("T_Accounts", "d", 5, `{"id":1}`))
+
+	ctx := context.Background()
+	if n, err := j.purge(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("purge of fresh tombstones: %d, %v; want none", n, err)
+	}
+	n, err := j.purge(ctx, time.Now().Add(j.retention+time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("purge after the retention: %d, %v; want the 2 tombstones", n, err)
+	}
+	_ = j.store.View(ctx, func(tx statestore.Tx) error {
+		for _, k := range []struct{ bucket, key string }{{"row.customers", "8"}, {"row.accounts", "1"}} {
+			if v, _ := tx.Get(k.bucket, []byte(k.key)); v != nil {
+				t.Errorf("%s/%s still there after the purge", k.bucket, k.key)
+			}
+		}
+		if v, _ := tx.Get("row.customers", []byte("7")); v == nil {
+			t.Error("a live row was purged")
+		}
+		return nil
+	})
+	// Once its tombstone is gone, an old change can bring the key back:
+	// that is what the retention bounds.
+	expect(t, "an old change after the purge", run(t, j, acct("u", 2, 1, 1001, 7, "1.00")),
+		ca+`{"account_balance":"1.00","account_number":"1001","account_version":2,"customer_id":7,"customer_name":"Ann L","customer_version":1}`)
+}
