@@ -131,3 +131,13 @@ func TestLintRunEchoAndConfigTests(t *testing.T) {
 		t.Fatal("test (failing): exit 0, want a failure")
 	}
 }
+
+func TestStateInspectCommand(t *testing.T) {
+	_, errOut, code := odsflow(t, "state", "inspect", "--dir", t.TempDir())
+	if code == 0 || !strings.Contains(errOut, "no cdc_join state") {
+		t.Errorf("inspect of an empty dir: exit %d, stderr %q", code, errOut)
+	}
+	if _, _, code := odsflow(t, "state", "inspect"); code == 0 {
+		t.Error("inspect without --dir succeeded")
+	}
+}
