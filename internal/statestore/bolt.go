@@ -17,9 +17,18 @@ import (
 // FileName is the store's file inside its directory.
 const FileName = "state.db"
 
-// FormatVersion is the on-disk format this build reads and writes. Open
-// refuses a directory written in another format rather than misreading it.
-const FormatVersion = 1
+// FormatVersion is the on-disk format this build writes. Open refuses a
+// directory written in a format it cannot read rather than misreading it.
+//
+// Format 2: cdc_join stores row states in a binary encoding (format 1:
+// JSON), which a format-1 build would take for corruption. This build still
+// reads format 1's JSON values, so it opens a format-1 store and re-stamps
+// it 2 (values are rewritten as their rows change); from then on a format-1
+// build refuses the directory instead of failing on every row.
+const FormatVersion = 2
+
+// upgradableFormat is the older format this build reads and re-stamps.
+const upgradableFormat = 1
 
 const (
 	fileName   = FileName
@@ -59,8 +68,8 @@ func Open(dir string) (*Bolt, error) {
 	return s, nil
 }
 
-// checkFormat stamps a new store with FormatVersion and refuses an existing
-// one stamped otherwise.
+// checkFormat stamps a new store with FormatVersion, re-stamps a store of
+// the upgradable format, and refuses one stamped otherwise.
 func (s *Bolt) checkFormat() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket([]byte(metaBucket))
@@ -77,8 +86,14 @@ func (s *Bolt) checkFormat() error {
 			return b.Put([]byte(formatKey), []byte(strconv.Itoa(FormatVersion)))
 		}
 		got := string(meta.Get([]byte(formatKey)))
+		if got == strconv.Itoa(upgradableFormat) {
+			if err := meta.Put([]byte(formatKey), []byte(strconv.Itoa(FormatVersion))); err != nil {
+				return fmt.Errorf("upgrading state format %s to %d: %w", got, FormatVersion, err)
+			}
+			return nil
+		}
 		if got != strconv.Itoa(FormatVersion) {
-			return fmt.Errorf("state dir %s has on-disk format %q; this odsflow reads format %d (rebuild the state by replaying the topics into a new state_dir)", s.dir, got, FormatVersion)
+			return fmt.Errorf("state dir %s has on-disk format %q; this odsflow reads formats %d and %d (rebuild the state by replaying the topics into a new state_dir)", s.dir, got, upgradableFormat, FormatVersion)
 		}
 		return nil
 	})
@@ -131,6 +146,9 @@ func (t boltTx) bucket(name string, create bool) (*bolt.Bucket, error) {
 		return nil, err
 	}
 	if b := t.tx.Bucket([]byte(name)); b != nil || !create {
+		if b != nil && t.tx.Writable() {
+			b.FillPercent = fillPercent
+		}
 		return b, nil
 	}
 	if !t.tx.Writable() {
@@ -140,8 +158,19 @@ func (t boltTx) bucket(name string, create bool) (*bolt.Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating bucket %s: %w", name, err)
 	}
+	b.FillPercent = fillPercent
 	return b, nil
 }
+
+// fillPercent is how full bbolt packs a page when it splits one (its
+// default is 0.5). The state's keys are mostly updated in place, and the
+// inserts come in ascending runs (ids in a snapshot, new rows): at 0.5
+// every split left a half-empty page behind for good. 0.9 keeps a tenth
+// for values that grow. Measured with BenchmarkCDCJoin (1M accounts): the
+// file shrinks from 753 to 474 MB, so a random update dirties fewer branch
+// pages and a batch commits ~30% faster. It only shapes new splits:
+// existing files need no migration.
+const fillPercent = 0.9
 
 func (t boltTx) Get(bucket string, key []byte) ([]byte, error) {
 	b, err := t.bucket(bucket, false)

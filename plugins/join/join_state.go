@@ -2,11 +2,14 @@ package join
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 
@@ -15,6 +18,11 @@ import (
 
 // rowState is a stored row of a table: its latest version and body, or a
 // tombstone (Deleted) that keeps the version of the delete.
+//
+// It is stored by encodeRow (binary) when encodeRow knows every field
+// (binaryRowFields); a rowState with a field it does not know is stored as
+// JSON instead, so a new field is never lost, only slower to store until
+// encodeRow and decodeRow learn it (TestRowCodecMatchesJSON says so).
 type rowState struct {
 	Version   int64          `json:"v"`
 	Deleted   bool           `json:"d,omitempty"`
@@ -54,14 +62,14 @@ func (s *state) row(t *table, key string) (*rowState, error) {
 	if err != nil || b == nil {
 		return nil, err
 	}
-	var r rowState
-	if err := decodeJSON(b, &r); err != nil {
+	r, err := decodeRow(b)
+	if err != nil {
 		return nil, fmt.Errorf("state of %s %s is corrupt: %w", t.name, key, err)
 	}
 	if r.Deleted && s.retention > 0 && s.now.Sub(time.Unix(r.DeletedAt, 0)) > s.retention {
 		return nil, nil // an expired tombstone is no longer a version guard
 	}
-	return &r, nil
+	return r, nil
 }
 
 // writes are staged per message and applied only when the whole message
@@ -73,12 +81,22 @@ type write struct {
 }
 
 type change struct {
-	writes []write
-	out    service.MessageBatch
+	writes   []write
+	out      service.MessageBatch
+	recorded []replayOut // outputs a replay of this change must repeat (replay.go)
 }
 
 func (c *change) put(bucket string, key []byte, v any) error {
 	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding state: %w", err)
+	}
+	c.writes = append(c.writes, write{bucket, key, b})
+	return nil
+}
+
+func (c *change) putRow(bucket string, key []byte, r *rowState) error {
+	b, err := encodeRow(r)
 	if err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
@@ -209,8 +227,11 @@ func (j *join) apply(s *state, msg *service.Message) (service.MessageBatch, erro
 			return nil, err
 		}
 		if prev != nil && version < prev.Version {
+			// Older than what we have: a replay or a reordering. Emitting its
+			// deletes again could remove a newer row (deletes carry no
+			// version yet), so it emits nothing.
 			j.stale.Incr(1)
-			return nil, nil // older than what we have: a replay or a reordering
+			return nil, nil
 		}
 	}
 	next := &rowState{Version: version, Body: body}
@@ -248,7 +269,10 @@ func (j *join) apply(s *state, msg *service.Message) (service.MessageBatch, erro
 		}
 	}
 	if t.stored {
-		if err := c.put(rowBucket(t), []byte(key), next); err != nil {
+		if err := j.replayAndRecord(s, c, msg, t, key, version, next); err != nil {
+			return nil, err
+		}
+		if err := c.putRow(rowBucket(t), []byte(key), next); err != nil {
 			return nil, err
 		}
 	}
@@ -346,10 +370,14 @@ func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relat
 	if err != nil {
 		return err
 	}
-	if hadParent && oldParent != parentKey {
-		c.del(idxBucket(r), pair(oldParent, key))
+	// The index entry is written only when it changes: rewriting an
+	// unchanged one would cost a page write at commit.
+	if !hadParent || oldParent != parentKey {
+		if hadParent {
+			c.del(idxBucket(r), pair(oldParent, key))
+		}
+		c.writes = append(c.writes, write{idxBucket(r), pair(parentKey, key), []byte{}})
 	}
-	c.writes = append(c.writes, write{idxBucket(r), pair(parentKey, key), []byte{}})
 	next.Parents[r.name] = parentKey
 
 	// A row emitted under another key (its key columns changed) goes.
@@ -405,14 +433,16 @@ func (j *join) parentOfLatest(s *state, c *change, msg *service.Message, r *rela
 		if child == nil {
 			continue
 		}
-		child.Emitted = copyMap(child.Emitted)
+		emitted := child.Emitted[r.name]
 		if next.Deleted {
-			if e := child.Emitted[r.name]; e != "" {
-				if err := emitDelete(c, msg, r, e); err != nil {
-					return err
-				}
-				delete(child.Emitted, r.name)
+			if emitted == "" {
+				continue
 			}
+			if err := emitDelete(c, msg, r, emitted); err != nil {
+				return err
+			}
+			child.Emitted = copyMap(child.Emitted)
+			delete(child.Emitted, r.name)
 		} else {
 			row, err := r.row(next, child)
 			if err != nil {
@@ -423,9 +453,13 @@ func (j *join) parentOfLatest(s *state, c *change, msg *service.Message, r *rela
 				return err
 			}
 			c.emit(msg, r.name, "upsert", row)
+			if emitted == keyJSON {
+				continue // the child's state is unchanged: no write
+			}
+			child.Emitted = copyMap(child.Emitted)
 			child.Emitted[r.name] = keyJSON
 		}
-		if err := c.put(rowBucket(r.child), []byte(ck), child); err != nil {
+		if err := c.putRow(rowBucket(r.child), []byte(ck), child); err != nil {
 			return err
 		}
 	}
@@ -485,6 +519,7 @@ func (j *join) releaseHeld(s *state, c *change, msg *service.Message, r *relatio
 			return err
 		}
 		c.emit(msg, r.name, "upsert", row)
+		c.recordRelease(r, h.Version, h.Body)
 		c.del(heldBucket(r), append([]byte{}, k...))
 		return nil
 	})
@@ -496,6 +531,7 @@ func emitDelete(c *change, msg *service.Message, r *relation, keyJSON string) er
 		return fmt.Errorf("cdc_join: stored key of %s is corrupt: %w", r.name, err)
 	}
 	c.emit(msg, r.name, "delete", keyCols)
+	c.recordDelete(r, keyJSON)
 	return nil
 }
 
@@ -513,4 +549,409 @@ func copyMap(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// Row states are stored in a compact binary encoding (store format 2):
+//
+//	0x02 | varint version | flags (1: deleted) | [varint deleted_at]
+//	     | parents | emitted      (each: uvarint n, then n × (string, string))
+//	     | body                   (a value; null when the row has none)
+//
+// A value is a tag byte and its payload: null, false, true; a string or a
+// number (JSON text, decoded as json.Number) as uvarint length + bytes; an
+// object (uvarint n, n × (key string, value)); an array (uvarint n, n ×
+// value); or raw JSON (uvarint length + bytes) for anything else. Decoding
+// gives exactly what the format-1 JSON round trip gave (strings, json.Number,
+// bools, nil, maps, slices; empty maps omitted), so the mappings see the
+// same values; values that JSON would change (invalid UTF-8, floats, types
+// with their own JSON form) are stored as their JSON. Format-1 stores hold
+// JSON row states (first byte '{'); they are still read, and rewritten in
+// this encoding when their row next changes.
+const rowBinary byte = 0x02
+
+const (
+	tagNull byte = iota
+	tagFalse
+	tagTrue
+	tagString
+	tagNumber
+	tagObject
+	tagArray
+	tagJSON
+)
+
+// binaryRowFields are the rowState fields the binary encoding holds.
+var binaryRowFields = []string{"Version", "Deleted", "DeletedAt", "Body", "Parents", "Emitted"}
+
+// rowBinaryComplete: the binary encoding holds every field of rowState
+// (computed once; never changes at run time).
+var rowBinaryComplete = func() bool {
+	t := reflect.TypeOf(rowState{})
+	if t.NumField() != len(binaryRowFields) {
+		return false
+	}
+	for i, name := range binaryRowFields {
+		if t.Field(i).Name != name {
+			return false
+		}
+	}
+	return true
+}()
+
+func encodeRow(r *rowState) ([]byte, error) {
+	if !rowBinaryComplete {
+		return json.Marshal(r) // format 1's encoding: decodeRow still reads it
+	}
+	b := make([]byte, 0, 64+16*len(r.Body)+32*(len(r.Parents)+len(r.Emitted)))
+	b = append(b, rowBinary)
+	b = binary.AppendVarint(b, r.Version)
+	if r.Deleted {
+		b = append(b, 1)
+		b = binary.AppendVarint(b, r.DeletedAt)
+	} else {
+		b = append(b, 0)
+	}
+	b = appendStringMap(b, r.Parents)
+	b = appendStringMap(b, r.Emitted)
+	if len(r.Body) == 0 { // omitempty in format 1: an empty body reads back as none
+		return append(b, tagNull), nil
+	}
+	return appendValue(b, r.Body)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendStringMap(b []byte, m map[string]string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	for k, v := range m {
+		b = appendString(appendString(b, k), v)
+	}
+	return b
+}
+
+func appendValue(b []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, tagNull), nil
+	case bool:
+		if x {
+			return append(b, tagTrue), nil
+		}
+		return append(b, tagFalse), nil
+	case string:
+		if !utf8.ValidString(x) {
+			break // JSON replaces invalid bytes: store what it would give
+		}
+		return appendString(append(b, tagString), x), nil
+	case json.Number:
+		if x == "" {
+			x = "0" // as encoding/json writes it
+		}
+		if !validNumber(string(x)) {
+			return nil, fmt.Errorf("json: invalid number literal %q", string(x))
+		}
+		return appendString(append(b, tagNumber), string(x)), nil
+	case int:
+		return appendInt(b, int64(x)), nil
+	case int64:
+		return appendInt(b, x), nil
+	case int32:
+		return appendInt(b, int64(x)), nil
+	case int16:
+		return appendInt(b, int64(x)), nil
+	case int8:
+		return appendInt(b, int64(x)), nil
+	case uint:
+		return appendUint(b, uint64(x)), nil
+	case uint64:
+		return appendUint(b, x), nil
+	case uint32:
+		return appendUint(b, uint64(x)), nil
+	case uint16:
+		return appendUint(b, uint64(x)), nil
+	case uint8:
+		return appendUint(b, uint64(x)), nil
+	case float64, float32:
+		js, err := json.Marshal(x) // JSON's own float text; NaN and ±Inf are errors, as in format 1
+		if err != nil {
+			return nil, err
+		}
+		return appendNumber(b, js), nil
+	case map[string]any:
+		for k := range x {
+			if !utf8.ValidString(k) {
+				return appendJSON(b, x)
+			}
+		}
+		b = append(b, tagObject)
+		b = binary.AppendUvarint(b, uint64(len(x)))
+		var err error
+		for k, e := range x {
+			b = appendString(b, k)
+			if b, err = appendValue(b, e); err != nil {
+				return nil, err
+			}
+		}
+		return b, nil
+	case []any:
+		if x == nil {
+			return append(b, tagNull), nil // JSON writes a nil slice as null
+		}
+		b = append(b, tagArray)
+		b = binary.AppendUvarint(b, uint64(len(x)))
+		var err error
+		for _, e := range x {
+			if b, err = appendValue(b, e); err != nil {
+				return nil, err
+			}
+		}
+		return b, nil
+	}
+	return appendJSON(b, v)
+}
+
+func appendInt(b []byte, i int64) []byte {
+	var tmp [20]byte
+	return appendNumber(b, strconv.AppendInt(tmp[:0], i, 10))
+}
+
+func appendUint(b []byte, u uint64) []byte {
+	var tmp [20]byte
+	return appendNumber(b, strconv.AppendUint(tmp[:0], u, 10))
+}
+
+func appendNumber(b, text []byte) []byte {
+	b = append(b, tagNumber)
+	b = binary.AppendUvarint(b, uint64(len(text)))
+	return append(b, text...)
+}
+
+// appendJSON stores a value as its JSON, to be decoded as format 1 did.
+func appendJSON(b []byte, v any) ([]byte, error) {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, tagJSON)
+	b = binary.AppendUvarint(b, uint64(len(js)))
+	return append(b, js...), nil
+}
+
+// validNumber reports whether s is a JSON number (what encoding/json
+// accepts in a json.Number).
+func validNumber(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && s[i] >= '1' && s[i] <= '9':
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if i == len(s) || s[i] < '0' || s[i] > '9' {
+			return false
+		}
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if i == len(s) || s[i] < '0' || s[i] > '9' {
+			return false
+		}
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	}
+	return i == len(s)
+}
+
+// decodeRow reads a row state in either store format.
+func decodeRow(b []byte) (*rowState, error) {
+	if len(b) > 0 && b[0] == '{' { // format 1: JSON
+		var r rowState
+		if err := decodeJSON(b, &r); err != nil {
+			return nil, err
+		}
+		return &r, nil
+	}
+	if len(b) == 0 || b[0] != rowBinary {
+		return nil, errors.New("unknown row state encoding")
+	}
+	// One copy out of the store's memory (valid only during the
+	// transaction); every string of the row is a slice of it.
+	d := rowDecoder{s: string(b), pos: 1}
+	r := &rowState{Version: d.varint()}
+	if d.byte() == 1 {
+		r.Deleted = true
+		r.DeletedAt = d.varint()
+	}
+	r.Parents = d.stringMap()
+	r.Emitted = d.stringMap()
+	body, err := d.value(0)
+	if err == nil && d.err == nil && d.pos != len(d.s) {
+		d.err = errors.New("trailing bytes")
+	}
+	if err == nil {
+		err = d.err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("binary row state at byte %d: %w", d.pos, err)
+	}
+	if body != nil {
+		m, ok := body.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("binary row state: body is a %T, not an object", body)
+		}
+		r.Body = m
+	}
+	return r, nil
+}
+
+type rowDecoder struct {
+	s   string
+	pos int
+	err error
+}
+
+var errTruncated = errors.New("truncated")
+
+func (d *rowDecoder) fail(err error) {
+	if d.err == nil {
+		d.err = err
+	}
+	d.pos = len(d.s)
+}
+
+func (d *rowDecoder) byte() byte {
+	if d.pos >= len(d.s) {
+		d.fail(errTruncated)
+		return 0
+	}
+	d.pos++
+	return d.s[d.pos-1]
+}
+
+func (d *rowDecoder) uvarint() uint64 {
+	var x uint64
+	for shift := uint(0); shift < 64; shift += 7 {
+		if d.pos >= len(d.s) {
+			d.fail(errTruncated)
+			return 0
+		}
+		c := d.s[d.pos]
+		d.pos++
+		if c < 0x80 {
+			return x | uint64(c)<<shift
+		}
+		x |= uint64(c&0x7f) << shift
+	}
+	d.fail(errors.New("varint overflows 64 bits"))
+	return 0
+}
+
+func (d *rowDecoder) varint() int64 {
+	u := d.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
+}
+
+// count reads a length or an element count, which cannot exceed the bytes
+// left (each element takes at least one).
+func (d *rowDecoder) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.s)-d.pos) {
+		d.fail(errTruncated)
+		return 0
+	}
+	return int(n)
+}
+
+func (d *rowDecoder) string() string {
+	n := d.count()
+	s := d.s[d.pos : d.pos+n]
+	d.pos += n
+	return s
+}
+
+func (d *rowDecoder) stringMap() map[string]string {
+	n := d.count()
+	if n == 0 {
+		return nil // omitempty in format 1: an empty map reads back as none
+	}
+	m := make(map[string]string, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		k := d.string()
+		m[k] = d.string()
+	}
+	return m
+}
+
+// maxDepth bounds the nesting a corrupt value could ask the decoder for.
+const maxDepth = 10_000
+
+func (d *rowDecoder) value(depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, errors.New("nested too deeply")
+	}
+	switch tag := d.byte(); tag {
+	case tagNull:
+		return nil, nil
+	case tagFalse:
+		return false, nil
+	case tagTrue:
+		return true, nil
+	case tagString:
+		return d.string(), nil
+	case tagNumber:
+		return json.Number(d.string()), nil
+	case tagObject:
+		n := d.count()
+		m := make(map[string]any, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			k := d.string()
+			v, err := d.value(depth + 1)
+			if err != nil {
+				return nil, err
+			}
+			m[k] = v
+		}
+		return m, nil
+	case tagArray:
+		n := d.count()
+		a := make([]any, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			v, err := d.value(depth + 1)
+			if err != nil {
+				return nil, err
+			}
+			a[i] = v
+		}
+		return a, nil
+	case tagJSON:
+		var v any
+		if err := decodeJSON([]byte(d.string()), &v); err != nil {
+			return nil, err
+		}
+		return v, nil
+	default:
+		if d.err != nil {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("unknown value tag %d", tag)
+	}
 }

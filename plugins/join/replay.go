@@ -1,0 +1,155 @@
+package join
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+)
+
+// A batch's state is written before its rows reach the output, so a crash
+// in between makes Kafka deliver the batch again while the state already
+// holds its changes. Upserts are recomputed from the state on that replay,
+// but what the change took away cannot be: the deletes it emitted (the row
+// it deleted is gone from the state) and the held lookup events it
+// released (no longer held). Each stored row therefore keeps, beside its
+// state, a replay record of those outputs of its latest change; a change
+// delivered again with the same version emits them again.
+//
+// The record keeps the outputs of the key's last few changes, each under
+// its version, and a change delivered again with its version emits what it
+// recorded. Not covered yet: a lost batch holding two changes of one key
+// (the first is older than the state on replay and is ignored): re-emitting
+// its deletes needs deletes that carry a version, so that the ODS can refuse
+// one older than its row (issue 5 open).
+
+// replayDepth bounds the changes per key a replay record remembers.
+const replayDepth = 8
+
+func replayBucket(t *table) string { return "replay." + t.name }
+
+// replayEntry holds the outputs of one change that cannot be recomputed.
+type replayEntry struct {
+	Version int64       `json:"v"`
+	Out     []replayOut `json:"o"`
+}
+
+// replayOut is one such output.
+type replayOut struct {
+	Relation string `json:"r"`
+	// Delete: the target row's key columns (JSON).
+	Delete string `json:"d,omitempty"`
+	// A released lookup child: its version and body.
+	Version int64          `json:"v,omitempty"`
+	Body    map[string]any `json:"b,omitempty"`
+}
+
+func (c *change) recordDelete(r *relation, keyJSON string) {
+	c.recorded = append(c.recorded, replayOut{Relation: r.name, Delete: keyJSON})
+}
+
+func (c *change) recordRelease(r *relation, version int64, body map[string]any) {
+	c.recorded = append(c.recorded, replayOut{Relation: r.name, Version: version, Body: body})
+}
+
+func (s *state) replayEntries(t *table, key string) ([]replayEntry, bool, error) {
+	b, err := s.tx.Get(replayBucket(t), []byte(key))
+	if err != nil || b == nil {
+		return nil, false, err
+	}
+	var entries []replayEntry
+	if err := decodeJSON(b, &entries); err != nil {
+		return nil, false, fmt.Errorf("replay record of %s %s is corrupt: %w", t.name, key, err)
+	}
+	return entries, true, nil
+}
+
+// replay emits again what the change of version recorded; parent is the
+// row's current state (for released lookup children).
+func (j *join) replay(c *change, msg *service.Message, entries []replayEntry, version int64, parent *rowState) error {
+	for _, e := range entries {
+		if e.Version != version {
+			continue
+		}
+		for _, o := range e.Out {
+			r := j.relation(o.Relation)
+			if r == nil {
+				continue // a relation no longer configured
+			}
+			if o.Delete != "" {
+				if err := emitDeleteOnly(c, msg, r, o.Delete); err != nil {
+					return err
+				}
+				continue
+			}
+			if parent == nil || parent.Deleted {
+				continue
+			}
+			row, err := r.row(parent, &rowState{Version: o.Version, Body: o.Body})
+			if err != nil {
+				return err
+			}
+			c.emit(msg, r.name, "upsert", row)
+		}
+	}
+	return nil
+}
+
+// replayAndRecord, for a change being applied, emits again what this very
+// version recorded (a replay of the same change), and records what this
+// delivery emitted that a later replay could not recompute. next is the
+// row's new state.
+func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *table, key string, version int64, next *rowState) error {
+	entries, had, err := s.replayEntries(t, key)
+	if err != nil {
+		return err
+	}
+	recorded := c.recorded
+	if err := j.replay(c, msg, entries, version, next); err != nil {
+		return err
+	}
+	if len(recorded) == 0 {
+		return nil
+	}
+	kept := entries[:0:0]
+	merged := false
+	for _, e := range entries {
+		if e.Version == version {
+			e.Out = append(append([]replayOut{}, e.Out...), recorded...)
+			merged = true
+		}
+		kept = append(kept, e)
+	}
+	if !merged {
+		kept = append(kept, replayEntry{Version: version, Out: recorded})
+	}
+	if len(kept) > replayDepth {
+		kept = kept[len(kept)-replayDepth:]
+	}
+	enc, err := json.Marshal(kept)
+	if err != nil {
+		return fmt.Errorf("encoding replay record: %w", err)
+	}
+	c.writes = append(c.writes, write{replayBucket(t), []byte(key), enc})
+	_ = had
+	return nil
+}
+
+func (j *join) relation(name string) *relation {
+	for _, r := range j.relations {
+		if r.name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// emitDeleteOnly emits a delete without recording it again.
+func emitDeleteOnly(c *change, msg *service.Message, r *relation, keyJSON string) error {
+	var keyCols map[string]any
+	if err := json.Unmarshal([]byte(keyJSON), &keyCols); err != nil {
+		return fmt.Errorf("cdc_join: recorded key of %s is corrupt: %w", r.name, err)
+	}
+	c.emit(msg, r.name, "delete", keyCols)
+	return nil
+}
