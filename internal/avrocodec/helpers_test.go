@@ -3,6 +3,7 @@ package avrocodec
 import (
 	"bytes"
 	"fmt"
+	"github.com/odsflow/odsflow/internal/debeziumtest"
 	"math"
 	"os"
 	"path/filepath"
@@ -169,45 +170,12 @@ func valuesEqual(got, want any) bool {
 func ptr[T any](v T) *T { return &v }
 
 // The seed envelopes as Go structs, for hamba to encode.
-type accountValue struct {
-	ID             int32  `avro:"id"`
-	AccountNumber  int32  `avro:"account_number"`
-	AccountStatus  string `avro:"account_status"`
-	AccountBalance int32  `avro:"account_balance"`
-	CustomerID     int32  `avro:"customer_id"`
-	CreatedAt      *int64 `avro:"created_at"`
-	UpdatedAt      *int64 `avro:"updated_at"`
-}
-
-type dbzSource struct {
-	Version   string  `avro:"version"`
-	Connector string  `avro:"connector"`
-	Name      string  `avro:"name"`
-	TsMs      int64   `avro:"ts_ms"`
-	Snapshot  *string `avro:"snapshot"`
-	DB        string  `avro:"db"`
-	Sequence  *string `avro:"sequence"`
-	Schema    string  `avro:"schema"`
-	Table     string  `avro:"table"`
-	TxID      *int64  `avro:"txId"`
-	LSN       *int64  `avro:"lsn"`
-	Xmin      *int64  `avro:"xmin"`
-}
-
-type dbzBlock struct {
-	ID                  string `avro:"id"`
-	TotalOrder          int64  `avro:"total_order"`
-	DataCollectionOrder int64  `avro:"data_collection_order"`
-}
-
-type accountEnvelope struct {
-	Before      *accountValue `avro:"before"`
-	After       *accountValue `avro:"after"`
-	Source      dbzSource     `avro:"source"`
-	Op          string        `avro:"op"`
-	TsMs        *int64        `avro:"ts_ms"`
-	Transaction *dbzBlock     `avro:"transaction"`
-}
+type (
+	accountValue    = debeziumtest.AccountValue
+	dbzSource       = debeziumtest.Source
+	dbzBlock        = debeziumtest.Block
+	accountEnvelope = debeziumtest.AccountEnvelope
+)
 
 // Times of the sample envelope, computed by hand:
 // 2024-03-05 is day 19787 since 1970-01-01 (54 years of 365 days, 13 leap

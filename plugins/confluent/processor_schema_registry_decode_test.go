@@ -21,50 +21,17 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/odsflow/odsflow/internal/debeziumtest"
 	"github.com/odsflow/odsflow/internal/schemaregistry"
 )
 
 // The seed's T_Accounts envelope as Go structs, encoded by hamba: an
 // encoder independent of the decoder under test.
-type accValue struct {
-	ID             int32  `avro:"id"`
-	AccountNumber  int32  `avro:"account_number"`
-	AccountStatus  string `avro:"account_status"`
-	AccountBalance int32  `avro:"account_balance"`
-	CustomerID     int32  `avro:"customer_id"`
-	CreatedAt      *int64 `avro:"created_at"`
-	UpdatedAt      *int64 `avro:"updated_at"`
-}
-
-type pgSource struct {
-	Version   string  `avro:"version"`
-	Connector string  `avro:"connector"`
-	Name      string  `avro:"name"`
-	TsMs      int64   `avro:"ts_ms"`
-	Snapshot  *string `avro:"snapshot"`
-	DB        string  `avro:"db"`
-	Sequence  *string `avro:"sequence"`
-	Schema    string  `avro:"schema"`
-	Table     string  `avro:"table"`
-	TxID      *int64  `avro:"txId"`
-	LSN       *int64  `avro:"lsn"`
-	Xmin      *int64  `avro:"xmin"`
-}
-
-type txBlock struct {
-	ID                  string `avro:"id"`
-	TotalOrder          int64  `avro:"total_order"`
-	DataCollectionOrder int64  `avro:"data_collection_order"`
-}
-
-type accEnvelope struct {
-	Before      *accValue `avro:"before"`
-	After       *accValue `avro:"after"`
-	Source      pgSource  `avro:"source"`
-	Op          string    `avro:"op"`
-	TsMs        *int64    `avro:"ts_ms"`
-	Transaction *txBlock  `avro:"transaction"`
-}
+type (
+	accValue    = debeziumtest.AccountValue
+	pgSource    = debeziumtest.Source
+	accEnvelope = debeziumtest.AccountEnvelope
+)
 
 func ptr[T any](v T) *T { return &v }
 
