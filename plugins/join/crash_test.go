@@ -314,7 +314,6 @@ func checkStateDir(t *testing.T, dir string) {
 // committed offset (at-least-once). The ODS built from every row written,
 // in order, must equal the model.
 func TestJoinSurvivesSIGKILL(t *testing.T) {
-	skipKnownDefect(t)
 	const seed = 20260515
 	r := rand.New(rand.NewPCG(seed, 0x0c4a5f))
 	p := genParams{Customers: 6, Accounts: 14, Steps: 400, Partitions: 3, MaxBatch: 6}

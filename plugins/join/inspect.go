@@ -64,6 +64,18 @@ func Inspect(ctx context.Context, dir, key string, w io.Writer) error {
 				fmt.Fprintf(tw, "%s\t%d\t\tparent→child links of relation %s\n", b, n, strings.TrimPrefix(b, "idx."))
 			case strings.HasPrefix(b, "held."):
 				fmt.Fprintf(tw, "%s\t%d\t\tevents of relation %s held for their parent\n", b, n, strings.TrimPrefix(b, "held."))
+			case b == truncBucket():
+				err := tx.Scan(b, nil, func(k, v []byte) error {
+					tr, err := decodeTruncation(v)
+					if err != nil {
+						return fmt.Errorf("truncation of %s is corrupt: %w", k, err)
+					}
+					fmt.Fprintf(tw, "%s\t\t\ttable %s truncated at version %d, %s\n", b, k, tr.version, time.Unix(tr.at, 0).UTC().Format(time.RFC3339))
+					return nil
+				})
+				if err != nil {
+					return err
+				}
 			default:
 				fmt.Fprintf(tw, "%s\t%d\t\t\n", b, n)
 			}

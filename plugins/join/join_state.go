@@ -47,6 +47,7 @@ type state struct {
 	tx        statestore.Tx
 	now       time.Time
 	retention time.Duration
+	truncs    map[string]*truncation // per table, once read (truncate.go)
 }
 
 func rowBucket(t *table) string     { return "row." + t.name }
@@ -65,6 +66,15 @@ func (s *state) row(t *table, key string) (*rowState, error) {
 	r, err := decodeRow(b)
 	if err != nil {
 		return nil, fmt.Errorf("state of %s %s is corrupt: %w", t.name, key, err)
+	}
+	tr, err := s.truncation(t)
+	if err != nil {
+		return nil, err
+	}
+	if tr != nil && r.Version <= tr.version {
+		// Truncated since: a tombstone of the truncation, which keeps the
+		// row's index entries so that its next change removes them.
+		r = &rowState{Version: tr.version, Deleted: true, DeletedAt: tr.at, Parents: r.Parents}
 	}
 	if r.Deleted && s.retention > 0 && s.now.Sub(time.Unix(r.DeletedAt, 0)) > s.retention {
 		return nil, nil // an expired tombstone is no longer a version guard
@@ -195,6 +205,12 @@ func (j *join) apply(s *state, msg *service.Message) (service.MessageBatch, erro
 	if !ok {
 		return nil, fmt.Errorf("cdc_join: %s message without an integer cdc_version", t.name)
 	}
+	if version < 1 {
+		return nil, fmt.Errorf("cdc_join: %s message with cdc_version %d: versions start at 1", t.name, version)
+	}
+	if op == "t" {
+		return j.truncate(s, msg, t, version)
+	}
 	raw, err := msg.AsStructured()
 	if err != nil {
 		return nil, fmt.Errorf("cdc_join: %s body is not structured: %w", t.name, err)
@@ -227,11 +243,20 @@ func (j *join) apply(s *state, msg *service.Message) (service.MessageBatch, erro
 			return nil, err
 		}
 		if prev != nil && version < prev.Version {
-			// Older than what we have: a replay or a reordering. Emitting its
-			// deletes again could remove a newer row (deletes carry no
-			// version yet), so it emits nothing.
+			// Older than what we have: a reordering, or the replay of a batch
+			// whose outputs were lost after its state was written. Its upserts
+			// are stale (the newer state's are what count), but what it took
+			// away must be emitted again: its recorded deletes, versioned, so
+			// that they cannot take a newer row, and its released lookups.
 			j.stale.Incr(1)
-			return nil, nil
+			entries, _, err := s.replayEntries(t, key)
+			if err != nil {
+				return nil, err
+			}
+			if err := j.replay(c, msg, entries, version, prev); err != nil {
+				return nil, err
+			}
+			return c.out, nil
 		}
 	}
 	next := &rowState{Version: version, Body: body}
@@ -276,6 +301,14 @@ func (j *join) apply(s *state, msg *service.Message) (service.MessageBatch, erro
 			return nil, err
 		}
 	}
+	if err := applyWrites(s, c); err != nil {
+		return nil, err
+	}
+	return c.out, nil
+}
+
+// applyWrites applies a message's staged writes to the batch's transaction.
+func applyWrites(s *state, c *change) error {
 	for _, w := range c.writes {
 		var err error
 		if w.value == nil {
@@ -284,10 +317,10 @@ func (j *join) apply(s *state, msg *service.Message) (service.MessageBatch, erro
 			err = s.tx.Put(w.bucket, w.key, w.value)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return c.out, nil
+	return nil
 }
 
 // row builds a target row with the relation's mapping.
@@ -350,7 +383,7 @@ func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relat
 		}
 		delete(next.Parents, r.name)
 		if emitted != "" {
-			if err := emitDelete(c, msg, r, emitted); err != nil {
+			if err := emitDelete(c, msg, r, emitted, next.Version, unknownParentVersion); err != nil {
 				return err
 			}
 			delete(next.Emitted, r.name)
@@ -382,7 +415,7 @@ func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relat
 
 	// A row emitted under another key (its key columns changed) goes.
 	if emitted != "" && emitted != newKeyJSON {
-		if err := emitDelete(c, msg, r, emitted); err != nil {
+		if err := emitDelete(c, msg, r, emitted, next.Version, unknownParentVersion); err != nil {
 			return err
 		}
 		delete(next.Emitted, r.name)
@@ -397,7 +430,7 @@ func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relat
 		// leaves with it.
 		j.held.Incr(1)
 		if emitted != "" {
-			if err := emitDelete(c, msg, r, emitted); err != nil {
+			if err := emitDelete(c, msg, r, emitted, next.Version, unknownParentVersion); err != nil {
 				return err
 			}
 			delete(next.Emitted, r.name)
@@ -430,15 +463,18 @@ func (j *join) parentOfLatest(s *state, c *change, msg *service.Message, r *rela
 		if err != nil {
 			return err
 		}
-		if child == nil {
-			continue
+		if child == nil || child.Parents[r.name] != key {
+			continue // deleted, truncated, or an index entry it has left
 		}
 		emitted := child.Emitted[r.name]
 		if next.Deleted {
 			if emitted == "" {
 				continue
 			}
-			if err := emitDelete(c, msg, r, emitted); err != nil {
+			// The child's own version, and the parent's delete as parent
+			// version: newer than the row's, older than any row the parent
+			// brings back later.
+			if err := emitDelete(c, msg, r, emitted, child.Version, next.Version); err != nil {
 				return err
 			}
 			child.Emitted = copyMap(child.Emitted)
@@ -473,6 +509,7 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 		if err != nil {
 			return err
 		}
+		r.deleteVersions(keyCols, version, unknownParentVersion)
 		c.emit(msg, r.name, "delete", keyCols)
 		// A held event of this key never arrives now: find and drop it.
 		return s.tx.Scan(heldBucket(r), nil, func(k, _ []byte) error {
@@ -525,14 +562,42 @@ func (j *join) releaseHeld(s *state, c *change, msg *service.Message, r *relatio
 	})
 }
 
-func emitDelete(c *change, msg *service.Message, r *relation, keyJSON string) error {
-	var keyCols map[string]any
-	if err := json.Unmarshal([]byte(keyJSON), &keyCols); err != nil {
+// emitDelete emits the delete of a target row, given its key columns
+// (JSON), carrying the version columns (deleteVersions), and records it for
+// replays.
+func emitDelete(c *change, msg *service.Message, r *relation, keyJSON string, childVersion, parentVersion int64) error {
+	var row map[string]any
+	if err := json.Unmarshal([]byte(keyJSON), &row); err != nil {
 		return fmt.Errorf("cdc_join: stored key of %s is corrupt: %w", r.name, err)
 	}
-	c.emit(msg, r.name, "delete", keyCols)
-	c.recordDelete(r, keyJSON)
+	r.deleteVersions(row, childVersion, parentVersion)
+	recorded, err := json.Marshal(row)
+	if err != nil {
+		return fmt.Errorf("cdc_join: delete of %s: %w", r.name, err)
+	}
+	c.emit(msg, r.name, "delete", row)
+	c.recordDelete(r, string(recorded))
 	return nil
+}
+
+// unknownParentVersion is the parent version a delete caused by a child's
+// own change carries. Such a delete must take the child's older rows, whose
+// child version is lower, and nothing the same child version emits later
+// (its row under a parent that arrives afterwards): the lowest parent
+// version does both, as cdc_version is at least 1.
+const unknownParentVersion int64 = 0
+
+// deleteVersions adds the relation's version columns to a delete's key
+// columns, so that the ODS deletes the row only if it is not newer than
+// the delete (design §3): a delete emitted again by a replay cannot take a
+// row that a later change wrote.
+func (r *relation) deleteVersions(row map[string]any, childVersion, parentVersion int64) {
+	if r.childVersionColumn != "" {
+		row[r.childVersionColumn] = childVersion
+	}
+	if r.parentVersionColumn != "" {
+		row[r.parentVersionColumn] = parentVersion
+	}
 }
 
 // decodeJSON keeps numbers exact (json.Number): a body read back from the

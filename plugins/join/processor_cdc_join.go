@@ -21,8 +21,8 @@ func joinSpec() *service.ConfigSpec {
 		Summary("Joins CDC streams on their latest row states, with state on disk: one-to-many latest-state joins and lookups.").
 		Description(`
 Consumes row changes (the output of `+"`debezium_unwrap`"+`: body = the row, metadata `+"`cdc_op`"+` and `+"`cdc_version`"+`) of
-several source tables and emits rows of target tables, with metadata `+"`ods_table`"+` and `+"`ods_op`"+` (`+"`upsert`"+` or
-`+"`delete`"+`). Nothing about the tables is built in: each input table is recognised by a Bloblang `+"`check`"+` and
+several source tables and emits rows of target tables, with metadata `+"`ods_table`"+` and `+"`ods_op`"+` (`+"`upsert`"+`,
+`+"`delete`"+` or `+"`truncate`"+`). Nothing about the tables is built in: each input table is recognised by a Bloblang `+"`check`"+` and
 keyed by a Bloblang `+"`key`"+`; each relation names its parent and child tables and builds target rows with a
 mapping that sees `+"`this.parent`"+`, `+"`this.child`"+`, `+"`this.parent_version`"+` and `+"`this.child_version`"+`.
 
@@ -32,6 +32,12 @@ mapping that sees `+"`this.parent`"+`, `+"`this.child`"+`, `+"`this.parent_versi
   deletes of all its children's rows.
 - **lookup**: a child event is enriched from its parent's current state and emitted; one whose parent has not
   arrived is held until it does. Lookup children are not kept once emitted.
+
+Deletes carry the target's key columns and, when `+"`child_version_column`"+` / `+"`parent_version_column`"+` are set, the
+row's versions: the ODS must delete a row only if it is not newer than the delete. A TRUNCATE (`+"`cdc_op`"+` `+"`t`"+`) of a
+table makes its stored rows up to the truncation's version count as deleted and emits, per relation it feeds, one
+`+"`truncate`"+` message whose body holds the truncated side's version column: the ODS deletes the rows whose version
+there is not newer. It is logged as a warning and counted in `+"`cdc_join_truncates`"+`.
 
 Versions: a change older than the stored version of its key is ignored (counted in `+"`cdc_join_stale`"+`); a
 deleted key keeps a tombstone with its version for `+"`tombstone_retention`"+`, so a stale change cannot bring it
@@ -59,6 +65,12 @@ or that a mapping cannot use is passed on unchanged and marked errored with the 
 				service.NewBloblangField("parent_key").Description("The child's parent key, from the child's body.").Example("this.customer_id"),
 				service.NewBloblangField("mapping").Description("Builds the target row from `this.parent`, `this.child`, `this.parent_version`, `this.child_version`."),
 				service.NewBloblangField("key_mapping").Description("Builds the target row's key columns from `this.child` (for deletes)."),
+				service.NewStringField("child_version_column").
+					Description("The target column holding the child's version (what the mapping sets from `this.child_version`). Deletes and truncates of the relation carry it, so that the ODS can refuse one older than its row: needed for a replay after a crash to be harmless. Empty: deletes carry only the key columns.").
+					Default("").Example("account_version"),
+				service.NewStringField("parent_version_column").
+					Description("The target column holding the parent's version (`this.parent_version`), carried by deletes and truncates like `child_version_column`. A delete caused by a parent's delete carries the parent's delete version; one caused by the child's own change carries 0, below any version (cdc_version must be ≥ 1).").
+					Default("").Example("customer_version"),
 			).Description("The joins to emit."),
 		)
 }
@@ -86,6 +98,8 @@ type relation struct {
 	parent, child      *table
 	parentKey          *bloblang.Executor
 	mapping, keyMapper *bloblang.Executor
+	// The target columns of the versions that deletes carry ("": none).
+	childVersionColumn, parentVersionColumn string
 }
 
 type join struct {
@@ -95,7 +109,7 @@ type join struct {
 	relations []*relation
 	retention time.Duration
 
-	stale, held, errored *service.MetricCounter
+	stale, held, errored, truncates *service.MetricCounter
 
 	mu sync.Mutex // one batch at a time: the state is one sequence of changes
 
@@ -105,10 +119,11 @@ type join struct {
 
 func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) {
 	j := &join{
-		log:     mgr.Logger(),
-		stale:   mgr.Metrics().NewCounter("cdc_join_stale"),
-		held:    mgr.Metrics().NewCounter("cdc_join_held"),
-		errored: mgr.Metrics().NewCounter("cdc_join_errored"),
+		log:       mgr.Logger(),
+		stale:     mgr.Metrics().NewCounter("cdc_join_stale"),
+		held:      mgr.Metrics().NewCounter("cdc_join_held"),
+		errored:   mgr.Metrics().NewCounter("cdc_join_errored"),
+		truncates: mgr.Metrics().NewCounter("cdc_join_truncates"),
 	}
 	var err error
 	if j.retention, err = conf.FieldDuration("tombstone_retention"); err != nil {
@@ -169,6 +184,15 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 		}
 		if r.keyMapper, err = rc.FieldBloblang("key_mapping"); err != nil {
 			return nil, fmt.Errorf("relations[%d].key_mapping: %w", i, err)
+		}
+		if r.childVersionColumn, err = rc.FieldString("child_version_column"); err != nil {
+			return nil, err
+		}
+		if r.parentVersionColumn, err = rc.FieldString("parent_version_column"); err != nil {
+			return nil, err
+		}
+		if r.childVersionColumn != "" && r.childVersionColumn == r.parentVersionColumn {
+			return nil, fmt.Errorf("relations[%d] (%s): child_version_column and parent_version_column are both %q", i, r.name, r.childVersionColumn)
 		}
 		r.parent.stored = true
 		if r.kind == "latest_state" {

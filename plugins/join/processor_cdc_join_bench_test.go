@@ -54,6 +54,8 @@ relations:
       root.account_version = this.child_version
       root.customer_version = this.parent_version
     key_mapping: 'root.account_number = this.child.account_number.string()'
+    child_version_column: account_version
+    parent_version_column: customer_version
   - name: t_transaction
     kind: lookup
     parent: accounts
@@ -69,6 +71,7 @@ relations:
       root.customer_id = this.parent.customer_id
       root.source_version = this.child_version
     key_mapping: 'root.transaction_id = this.child.id'
+    child_version_column: source_version
 `
 
 // benchSize is the state the benchmark builds before it measures.

@@ -365,23 +365,16 @@ type odsRow struct {
 //   - An upsert is applied only if its version is >= the stored one (row
 //     or tombstone): customer_account compares (account_version,
 //     customer_version) as a row, t_transaction compares source_version.
-//   - A delete removes the row and keeps a tombstone with its version, so
-//     an older upsert cannot bring it back. Design §3 does not say what a
-//     delete's version is, and the processor's deletes carry only key
-//     columns (plus the metadata cdc_version of the change that caused
-//     them). Chosen here: customer_account keeps the deleted row's own
-//     pair (a trigger's LSN is an account's or a customer's, not the
-//     pair); t_transaction keeps the delete's LSN (the metadata
-//     cdc_version, the transaction's own delete), because a replayed
-//     insert of a deleted transaction has exactly the row's version and
-//     equal versions are accepted. Deletes themselves are not refused: the
-//     processor emits them from its versioned state, so a delete that
-//     takes a row the model keeps is a processor error this ODS must show,
-//     not hide.
+//   - A delete carries the same version columns, and removes the row only
+//     if the row's version is <= the delete's; it keeps a tombstone with
+//     the delete's version, so an older upsert cannot bring the row back.
+//   - A truncate removes every row whose version columns it names are <=
+//     its values (all of them, when it names none).
 type memODS struct {
-	tables      map[string]map[string]*odsRow
-	refused     int      // upserts refused by the version guard
-	refusedRows []string // the first few of them
+	tables         map[string]map[string]*odsRow
+	refused        int      // upserts refused by the version guard
+	refusedDeletes int      // deletes refused by the version guard
+	refusedRows    []string // the first few of them
 }
 
 func newMemODS() *memODS {
@@ -407,6 +400,24 @@ func (o *memODS) apply(out outputRow) error {
 	if err := decodeJSON(out.Body, &body); err != nil {
 		return fmt.Errorf("%s %s body %s: %w", out.Table, out.Op, out.Body, err)
 	}
+	if out.Op == "truncate" {
+		for k, row := range o.tables[out.Table] {
+			gone := true
+			for i, c := range verCols {
+				if v, ok := body[c].(json.Number); ok {
+					n, err := v.Int64()
+					if err != nil {
+						return fmt.Errorf("%s truncate %s: %w", out.Table, c, err)
+					}
+					gone = gone && row.Version[i] <= n
+				}
+			}
+			if gone {
+				delete(o.tables[out.Table], k)
+			}
+		}
+		return nil
+	}
 	kv, ok := body[keyCol]
 	if !ok {
 		return fmt.Errorf("%s %s without its key %s: %s", out.Table, out.Op, keyCol, out.Body)
@@ -420,15 +431,9 @@ func (o *memODS) apply(out outputRow) error {
 	cur := rows[key]
 	switch out.Op {
 	case "upsert":
-		ver := make([]int64, len(verCols))
-		for i, c := range verCols {
-			n, ok := body[c].(json.Number)
-			if !ok {
-				return fmt.Errorf("%s upsert without an integer %s: %s", out.Table, c, out.Body)
-			}
-			if ver[i], err = n.Int64(); err != nil {
-				return fmt.Errorf("%s upsert %s: %w", out.Table, c, err)
-			}
+		ver, err := versionsOf(out, body, verCols)
+		if err != nil {
+			return err
 		}
 		if cur != nil && slices.Compare(ver, cur.Version) < 0 {
 			if o.refused++; len(o.refusedRows) < 5 {
@@ -442,18 +447,34 @@ func (o *memODS) apply(out outputRow) error {
 		}
 		rows[key] = &odsRow{Row: string(canonical), Version: ver}
 	case "delete":
-		tomb := make([]int64, len(verCols))
-		if cur != nil {
-			tomb = cur.Version
+		ver, err := versionsOf(out, body, verCols)
+		if err != nil {
+			return err
 		}
-		if out.Table == odsTransaction && out.CDCVersion > tomb[0] {
-			tomb = []int64{out.CDCVersion}
+		if cur != nil && slices.Compare(ver, cur.Version) < 0 {
+			o.refusedDeletes++
+			return nil
 		}
-		rows[key] = &odsRow{Version: tomb}
+		rows[key] = &odsRow{Version: ver}
 	default:
 		return fmt.Errorf("%s: unknown ods_op %q", out.Table, out.Op)
 	}
 	return nil
+}
+
+func versionsOf(out outputRow, body map[string]any, verCols []string) ([]int64, error) {
+	ver := make([]int64, len(verCols))
+	for i, c := range verCols {
+		n, ok := body[c].(json.Number)
+		if !ok {
+			return nil, fmt.Errorf("%s %s without an integer %s: %s", out.Table, out.Op, c, out.Body)
+		}
+		var err error
+		if ver[i], err = n.Int64(); err != nil {
+			return nil, fmt.Errorf("%s %s %s: %w", out.Table, out.Op, c, err)
+		}
+	}
+	return ver, nil
 }
 
 // live returns the rows (not the tombstones): table → key → row JSON.
@@ -859,20 +880,5 @@ func TestJoinPropertyInterleavings(t *testing.T) {
 // the state that already holds them, they must still give the ODS every
 // row and every delete it lacks.
 func TestJoinPropertyLostOutputs(t *testing.T) {
-	skipKnownDefect(t)
 	checkProperty(t, "TestJoinPropertyLostOutputs", func(uint64) (int, int) { return 15, 15 })
-}
-
-// skipKnownDefect skips the tests of a defect still open in issue 5: when a
-// batch's rows are lost after its state was written and the batch holds two
-// changes of one key, the replay cannot emit the first change's deletes
-// again (it is older than the state; re-emitting unversioned deletes could
-// remove newer rows). The fix needs deletes that carry the row's version
-// (design §3), with pg_upsert refusing older ones. Set
-// CDC_JOIN_KNOWN_DEFECTS=1 to run these tests.
-func skipKnownDefect(t *testing.T) {
-	t.Helper()
-	if os.Getenv("CDC_JOIN_KNOWN_DEFECTS") == "" {
-		t.Skip("known defect, issue 5 open: replays of lost outputs need versioned deletes; set CDC_JOIN_KNOWN_DEFECTS=1 to run")
-	}
 }

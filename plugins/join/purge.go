@@ -2,6 +2,7 @@ package join
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -57,13 +58,14 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 		var after []byte
 		for {
 			var expired [][]byte
+			var index []write // index entries of expired rows
 			var last []byte
 			done := true
 			err := j.store.Update(ctx, func(tx statestore.Tx) error {
-				expired, last, done = expired[:0], nil, true
+				expired, index, last, done = expired[:0], index[:0], nil, true
 				st := &state{tx: tx, now: now, retention: j.retention}
 				seen := 0
-				err := tx.ScanFrom(b, after, func(k, _ []byte) error {
+				err := tx.ScanFrom(b, after, func(k, v []byte) error {
 					if seen++; seen > purgeChunk {
 						done = false
 						return statestore.ErrStop
@@ -75,6 +77,14 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 					}
 					if r == nil { // row() hides expired tombstones
 						expired = append(expired, append([]byte{}, k...))
+						// A truncated row still has its index entries.
+						raw, err := decodeRow(v)
+						if err != nil {
+							return fmt.Errorf("state of %s %s is corrupt: %w", t.name, k, err)
+						}
+						for rel, parent := range raw.Parents {
+							index = append(index, write{bucket: idxBucket(&relation{name: rel}), key: pair(parent, string(k))})
+						}
 					}
 					return nil
 				})
@@ -83,6 +93,11 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 				}
 				for _, k := range expired {
 					if err := tx.Delete(b, k); err != nil {
+						return err
+					}
+				}
+				for _, w := range index {
+					if err := tx.Delete(w.bucket, w.key); err != nil {
 						return err
 					}
 				}

@@ -13,15 +13,15 @@ import (
 // but what the change took away cannot be: the deletes it emitted (the row
 // it deleted is gone from the state) and the held lookup events it
 // released (no longer held). Each stored row therefore keeps, beside its
-// state, a replay record of those outputs of its latest change; a change
-// delivered again with the same version emits them again.
+// state, a replay record of those outputs of its last few changes, each
+// under its version; a change delivered again emits what its version
+// recorded, even when a later change of the key (in the same lost batch)
+// has made it stale. Deletes carry the row's versions (child_version_column,
+// parent_version_column), so a delete emitted again cannot take a row that a
+// later change wrote: the ODS refuses a delete older than its row.
 //
-// The record keeps the outputs of the key's last few changes, each under
-// its version, and a change delivered again with its version emits what it
-// recorded. Not covered yet: a lost batch holding two changes of one key
-// (the first is older than the state on replay and is ignored): re-emitting
-// its deletes needs deletes that carry a version, so that the ODS can refuse
-// one older than its row (issue 5 open).
+// A lost batch holding more than replayDepth changes of one key that
+// deleted or released something loses the oldest ones' records.
 
 // replayDepth bounds the changes per key a replay record remembers.
 const replayDepth = 8
@@ -100,13 +100,19 @@ func (j *join) replay(c *change, msg *service.Message, entries []replayEntry, ve
 // delivery emitted that a later replay could not recompute. next is the
 // row's new state.
 func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *table, key string, version int64, next *rowState) error {
-	entries, had, err := s.replayEntries(t, key)
+	entries, _, err := s.replayEntries(t, key)
 	if err != nil {
 		return err
 	}
 	recorded := c.recorded
-	if err := j.replay(c, msg, entries, version, next); err != nil {
+	// What the first delivery emitted came before what this one
+	// recomputed: keep that order.
+	again := &change{}
+	if err := j.replay(again, msg, entries, version, next); err != nil {
 		return err
+	}
+	if len(again.out) > 0 {
+		c.out = append(again.out, c.out...)
 	}
 	if len(recorded) == 0 {
 		return nil
@@ -131,7 +137,6 @@ func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *tab
 		return fmt.Errorf("encoding replay record: %w", err)
 	}
 	c.writes = append(c.writes, write{replayBucket(t), []byte(key), enc})
-	_ = had
 	return nil
 }
 
