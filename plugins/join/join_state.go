@@ -91,8 +91,9 @@ type write struct {
 }
 
 type change struct {
+	src      int // the message's index in its batch
 	writes   []write
-	out      service.MessageBatch
+	out      []output
 	recorded []replayOut // outputs a replay of this change must repeat (replay.go)
 }
 
@@ -118,12 +119,13 @@ func (c *change) del(bucket string, key []byte) {
 	c.writes = append(c.writes, write{bucket: bucket, key: key})
 }
 
-func (c *change) emit(src *service.Message, target, op string, row any) {
-	m := src.Copy()
-	m.SetStructuredMut(row)
-	m.MetaSetMut("ods_table", target)
-	m.MetaSetMut("ods_op", op)
-	c.out = append(c.out, m)
+func (c *change) emit(src *service.Message, target, op string, row map[string]any) {
+	c.out = append(c.out, output{src: c.src, msg: src, table: target, op: op, row: row})
+}
+
+// emitJoined emits the upsert of a joined row, mapped later (output).
+func (c *change) emitJoined(src *service.Message, r *relation, parent, child *rowState) {
+	c.out = append(c.out, output{src: c.src, msg: src, table: r.name, op: "upsert", rel: r, parent: parent, child: child})
 }
 
 // keyString turns a key value into the store's key.
@@ -183,60 +185,15 @@ func metaInt(m *service.Message, k string) (int64, bool) {
 	return 0, false
 }
 
-// apply applies one message and returns what it emits.
-func (j *join) apply(s *state, msg *service.Message) (service.MessageBatch, error) {
-	var t *table
-	for _, cand := range j.tables {
-		// BloblangQuery (not QueryValue): checks read metadata with @.
-		res, err := msg.BloblangQuery(cand.check)
-		if err != nil {
-			return nil, fmt.Errorf("cdc_join: check of table %s: %w", cand.name, err)
-		}
-		if v, err := res.AsStructured(); err == nil && v == true {
-			t = cand
-			break
-		}
+// apply applies one prepared message to the state and returns what it
+// emits (joined rows still to be mapped: see output).
+func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
+	t, msg, key, version, body, deleted := p.t, p.msg, p.key, p.version, p.body, p.deleted
+	if p.op == "t" {
+		return j.truncate(s, src, msg, t, version)
 	}
-	if t == nil {
-		return nil, errors.New("cdc_join: the message matches no table")
-	}
-	op, _ := msg.MetaGet("cdc_op")
-	version, ok := metaInt(msg, "cdc_version")
-	if !ok {
-		return nil, fmt.Errorf("cdc_join: %s message without an integer cdc_version", t.name)
-	}
-	if version < 1 {
-		return nil, fmt.Errorf("cdc_join: %s message with cdc_version %d: versions start at 1", t.name, version)
-	}
-	if op == "t" {
-		return j.truncate(s, msg, t, version)
-	}
-	raw, err := msg.AsStructured()
-	if err != nil {
-		return nil, fmt.Errorf("cdc_join: %s body is not structured: %w", t.name, err)
-	}
-	body, ok := raw.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("cdc_join: %s body is not an object", t.name)
-	}
-	kv, err := t.key.Query(body)
-	if err != nil {
-		return nil, fmt.Errorf("cdc_join: key of %s: %w", t.name, err)
-	}
-	key, err := keyString(kv)
-	if err != nil {
-		return nil, fmt.Errorf("cdc_join: key of %s: %w", t.name, err)
-	}
-	var deleted bool
-	switch op {
-	case "r", "c", "u":
-	case "d":
-		deleted = true
-	default:
-		return nil, fmt.Errorf("cdc_join: unsupported cdc_op %q on %s", op, t.name)
-	}
-
-	c := &change{}
+	var err error
+	c := &change{src: src}
 	var prev *rowState
 	if t.stored {
 		if prev, err = s.row(t, key); err != nil {
@@ -267,13 +224,13 @@ func (j *join) apply(s *state, msg *service.Message) (service.MessageBatch, erro
 		next.Parents, next.Emitted = prev.Parents, prev.Emitted
 	}
 
-	for _, r := range j.relations {
+	for i, r := range j.relations {
 		var err error
 		switch {
 		case r.child == t && r.kind == "latest_state":
-			err = j.childOfLatest(s, c, msg, r, key, prev, next)
+			err = j.childOfLatest(s, c, msg, r, p.links[i], key, prev, next)
 		case r.child == t:
-			err = j.childOfLookup(s, c, msg, r, key, version, body, deleted)
+			err = j.childOfLookup(s, c, msg, r, p.links[i], key, version, body, deleted)
 		}
 		if err != nil {
 			return nil, err
@@ -365,7 +322,7 @@ func (s *state) live(t *table, key string) (*rowState, error) {
 }
 
 // childOfLatest handles a change of a latest_state child.
-func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relation, key string, prev, next *rowState) error {
+func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relation, l link, key string, prev, next *rowState) error {
 	oldParent, hadParent := "", false
 	if prev != nil && prev.Parents != nil {
 		oldParent, hadParent = prev.Parents[r.name]
@@ -391,18 +348,7 @@ func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relat
 		return nil
 	}
 
-	pkv, err := r.parentKey.Query(next.Body)
-	if err != nil {
-		return fmt.Errorf("cdc_join: parent_key of %s: %w", r.name, err)
-	}
-	parentKey, err := keyString(pkv)
-	if err != nil {
-		return fmt.Errorf("cdc_join: parent_key of %s: %w", r.name, err)
-	}
-	_, newKeyJSON, err := r.targetKey(next.Body)
-	if err != nil {
-		return err
-	}
+	parentKey, newKeyJSON := l.parentKey, l.keyJSON
 	// The index entry is written only when it changes: rewriting an
 	// unchanged one would cost a page write at commit.
 	if !hadParent || oldParent != parentKey {
@@ -437,11 +383,7 @@ func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relat
 		}
 		return nil
 	}
-	row, err := r.row(parent, next)
-	if err != nil {
-		return err
-	}
-	c.emit(msg, r.name, "upsert", row)
+	c.emitJoined(msg, r, parent, next)
 	next.Emitted[r.name] = newKeyJSON
 	return nil
 }
@@ -480,15 +422,16 @@ func (j *join) parentOfLatest(s *state, c *change, msg *service.Message, r *rela
 			child.Emitted = copyMap(child.Emitted)
 			delete(child.Emitted, r.name)
 		} else {
-			row, err := r.row(next, child)
-			if err != nil {
-				return err
+			// The child's body has not changed since its row was last
+			// emitted (a change of it re-emits it), so neither has its key.
+			keyJSON := emitted
+			if keyJSON == "" {
+				var err error
+				if _, keyJSON, err = r.targetKey(child.Body); err != nil {
+					return err
+				}
 			}
-			_, keyJSON, err := r.targetKey(child.Body)
-			if err != nil {
-				return err
-			}
-			c.emit(msg, r.name, "upsert", row)
+			c.emitJoined(msg, r, next, child)
 			if emitted == keyJSON {
 				continue // the child's state is unchanged: no write
 			}
@@ -503,12 +446,9 @@ func (j *join) parentOfLatest(s *state, c *change, msg *service.Message, r *rela
 }
 
 // childOfLookup enriches a lookup child from its parent, or holds it.
-func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relation, key string, version int64, body map[string]any, deleted bool) error {
+func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relation, l link, key string, version int64, body map[string]any, deleted bool) error {
 	if deleted {
-		keyCols, _, err := r.targetKey(body)
-		if err != nil {
-			return err
-		}
+		keyCols := l.keyCols
 		r.deleteVersions(keyCols, version, unknownParentVersion)
 		c.emit(msg, r.name, "delete", keyCols)
 		// A held event of this key never arrives now: find and drop it.
@@ -519,14 +459,7 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 			return nil
 		})
 	}
-	pkv, err := r.parentKey.Query(body)
-	if err != nil {
-		return fmt.Errorf("cdc_join: parent_key of %s: %w", r.name, err)
-	}
-	parentKey, err := keyString(pkv)
-	if err != nil {
-		return fmt.Errorf("cdc_join: parent_key of %s: %w", r.name, err)
-	}
+	parentKey := l.parentKey
 	parent, err := s.live(r.parent, parentKey)
 	if err != nil {
 		return err
@@ -535,11 +468,7 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 		j.held.Incr(1)
 		return c.put(heldBucket(r), pair(parentKey, key), heldEvent{Version: version, Body: body})
 	}
-	row, err := r.row(parent, &rowState{Version: version, Body: body})
-	if err != nil {
-		return err
-	}
-	c.emit(msg, r.name, "upsert", row)
+	c.emitJoined(msg, r, parent, &rowState{Version: version, Body: body})
 	return nil
 }
 
@@ -551,11 +480,7 @@ func (j *join) releaseHeld(s *state, c *change, msg *service.Message, r *relatio
 		if err := decodeJSON(v, &h); err != nil {
 			return fmt.Errorf("held event %q of %s is corrupt: %w", k, r.name, err)
 		}
-		row, err := r.row(parent, &rowState{Version: h.Version, Body: h.Body})
-		if err != nil {
-			return err
-		}
-		c.emit(msg, r.name, "upsert", row)
+		c.emitJoined(msg, r, parent, &rowState{Version: h.Version, Body: h.Body})
 		c.recordRelease(r, h.Version, h.Body)
 		c.del(heldBucket(r), append([]byte{}, k...))
 		return nil

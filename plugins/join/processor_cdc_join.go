@@ -213,50 +213,6 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	return j, nil
 }
 
-// ProcessBatch applies the batch to the state in one transaction, and
-// returns the rows it implies once that transaction is on disk.
-func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	var out service.MessageBatch
-	backoff := 100 * time.Millisecond
-	for {
-		out = out[:0]
-		err := j.store.Update(ctx, func(tx statestore.Tx) error {
-			st := &state{tx: tx, now: time.Now(), retention: j.retention}
-			for _, msg := range batch {
-				emitted, err := j.apply(st, msg)
-				if err != nil {
-					j.errored.Incr(1)
-					msg.SetError(err)
-					out = append(out, msg) // unchanged, errored: to the dead-letter path
-					continue
-				}
-				out = append(out, emitted...)
-			}
-			return nil
-		})
-		if err == nil {
-			break
-		}
-		// The state must be written before anything is passed on: hold the
-		// batch (back-pressure) until the store works again.
-		j.log.Errorf("cdc_join: writing state failed, retrying in %v: %v", backoff, err)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("cdc_join: state not written: %w", err)
-		case <-time.After(backoff):
-		}
-		if backoff *= 2; backoff > 5*time.Second {
-			backoff = 5 * time.Second
-		}
-	}
-	if len(out) == 0 {
-		return nil, nil
-	}
-	return []service.MessageBatch{out}, nil
-}
-
 // Close stops the purge loop and releases the state store.
 func (j *join) Close(context.Context) error {
 	j.stopPurge()

@@ -286,3 +286,21 @@ func TestLostBatchWithTwoChangesOfOneKey(t *testing.T) {
 	expect(t, "an older change's replay re-emits its delete with its old version", run(t, j, batch()[0]),
 		cd+`{"account_number":"1001","account_version":10,"customer_version":0}`)
 }
+
+// A mapping that fails (phase 3, after the state changes were made in the
+// transaction) errors its message and leaves no trace of it in the state:
+// the batch is applied again without it.
+func TestMappingFailureIsErroredAndChangesNothing(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	noLastName := ev("T_Customers", "c", 1, `{"id":9,"first_name":"NoLast"}`)
+	got := run(t, j,
+		cust("c", 2, 7, "Ann"),
+		noLastName, // stored: it joins nothing yet, so no mapping runs
+		acct("c", 3, 1, 1001, 9, "5.00"), // joins customer 9: the mapping fails
+		acct("c", 4, 2, 1002, 7, "6.00"),
+	)
+	expect(t, "only the account whose row cannot be mapped is errored", got,
+		`ERROR: cdc_join: mapping of customer_account: failed assignment (line 3): cannot add types string (from string literal) and null (from field `+"`this.parent.last_name`"+`)`,
+		ca+`{"account_balance":"6.00","account_number":"1002","account_version":4,"customer_id":7,"customer_name":"Ann L","customer_version":2}`)
+	expect(t, "the errored account was not stored: the fixed customer has no child", run(t, j, cust("u", 5, 9, "Fixed")))
+}

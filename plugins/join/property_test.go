@@ -882,3 +882,34 @@ func TestJoinPropertyInterleavings(t *testing.T) {
 func TestJoinPropertyLostOutputs(t *testing.T) {
 	checkProperty(t, "TestJoinPropertyLostOutputs", func(uint64) (int, int) { return 15, 15 })
 }
+
+// TestJoinPropertyLargeBatches: the same property with batches large
+// enough that cdc_join spreads its Bloblang phases over goroutines
+// (parallelMin), with duplicates and lost outputs.
+func TestJoinPropertyLargeBatches(t *testing.T) {
+	t.Parallel()
+	runs := 12
+	if testing.Short() {
+		runs = 4
+	}
+	for seed := uint64(0); seed < uint64(runs); seed++ {
+		r := rand.New(rand.NewPCG(seed, 0x1a26eba7))
+		p := genParams{Customers: 8 + r.IntN(8), Accounts: 20 + r.IntN(20), Steps: 1500 + r.IntN(1000),
+			Partitions: 1 + r.IntN(4), MaxBatch: 4 * parallelMin * (1 + r.IntN(2)), DupPct: 15, CrashPct: 15}
+		hist := genHistory(r, p)
+		dels := genDeliveries(r, hist, p)
+		big := 0
+		for _, d := range dels {
+			if len(d.Events) >= 2*parallelMin {
+				big++
+			}
+		}
+		if big == 0 {
+			t.Fatalf("seed %d: no batch of %d events or more: the parallel phases are not exercised", seed, 2*parallelMin)
+		}
+		if _, problems := problemsOf(t, dels); len(problems) > 0 {
+			t.Fatalf("seed %d (%+v, %d deliveries): %d differences, e.g.\n  %s", seed, p, len(dels), len(problems),
+				strings.Join(problems[:min(len(problems), 3)], "\n  "))
+		}
+	}
+}

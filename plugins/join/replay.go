@@ -3,6 +3,7 @@ package join
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 )
@@ -20,17 +21,27 @@ import (
 // parent_version_column), so a delete emitted again cannot take a row that a
 // later change wrote: the ODS refuses a delete older than its row.
 //
-// A lost batch holding more than replayDepth changes of one key that
-// deleted or released something loses the oldest ones' records.
+// Which records a replay can need: those of the changes whose offsets were
+// not committed when the process died, that is of the last moments of
+// processing before it did (offsets are committed every second or so). A
+// record is therefore kept for replayWindow of processing time after it was
+// written, and the last replayMinDepth records of a key are kept whatever
+// their age; replayMaxDepth bounds a key that changes without pause. Records
+// are only pruned when the key records a new one, which a replay does after
+// the older changes of the same lost batches have been replayed.
 
-// replayDepth bounds the changes per key a replay record remembers.
-const replayDepth = 8
+const (
+	replayWindow   = 10 * time.Minute
+	replayMinDepth = 8
+	replayMaxDepth = 1000
+)
 
 func replayBucket(t *table) string { return "replay." + t.name }
 
 // replayEntry holds the outputs of one change that cannot be recomputed.
 type replayEntry struct {
 	Version int64       `json:"v"`
+	At      int64       `json:"t,omitempty"` // unix seconds it was recorded
 	Out     []replayOut `json:"o"`
 }
 
@@ -85,11 +96,7 @@ func (j *join) replay(c *change, msg *service.Message, entries []replayEntry, ve
 			if parent == nil || parent.Deleted {
 				continue
 			}
-			row, err := r.row(parent, &rowState{Version: o.Version, Body: o.Body})
-			if err != nil {
-				return err
-			}
-			c.emit(msg, r.name, "upsert", row)
+			c.emitJoined(msg, r, parent, &rowState{Version: o.Version, Body: o.Body})
 		}
 	}
 	return nil
@@ -107,7 +114,7 @@ func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *tab
 	recorded := c.recorded
 	// What the first delivery emitted came before what this one
 	// recomputed: keep that order.
-	again := &change{}
+	again := &change{src: c.src}
 	if err := j.replay(again, msg, entries, version, next); err != nil {
 		return err
 	}
@@ -119,18 +126,22 @@ func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *tab
 	}
 	kept := entries[:0:0]
 	merged := false
-	for _, e := range entries {
+	horizon := s.now.Add(-replayWindow).Unix()
+	for i, e := range entries {
 		if e.Version == version {
 			e.Out = append(append([]replayOut{}, e.Out...), recorded...)
+			e.At = s.now.Unix()
 			merged = true
+		} else if e.At < horizon && len(entries)-i > replayMinDepth {
+			continue // too old to be replayed
 		}
 		kept = append(kept, e)
 	}
 	if !merged {
-		kept = append(kept, replayEntry{Version: version, Out: recorded})
+		kept = append(kept, replayEntry{Version: version, At: s.now.Unix(), Out: recorded})
 	}
-	if len(kept) > replayDepth {
-		kept = kept[len(kept)-replayDepth:]
+	if len(kept) > replayMaxDepth {
+		kept = kept[len(kept)-replayMaxDepth:]
 	}
 	enc, err := json.Marshal(kept)
 	if err != nil {

@@ -69,10 +69,10 @@ func (s *state) truncation(t *table) (*truncation, error) {
 }
 
 // truncate applies a TRUNCATE of t at version.
-func (j *join) truncate(s *state, msg *service.Message, t *table, version int64) (service.MessageBatch, error) {
+func (j *join) truncate(s *state, src int, msg *service.Message, t *table, version int64) ([]output, error) {
 	j.truncates.Incr(1)
 	j.log.Warnf("cdc_join: TRUNCATE of %s at version %d: its rows up to that version are deleted, with the target rows they imply", t.name, version)
-	c := &change{}
+	c := &change{src: src}
 	var newer *truncation
 	if t.stored {
 		cur, err := s.truncation(t)

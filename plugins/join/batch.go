@@ -1,0 +1,282 @@
+package join
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/odsflow/odsflow/internal/statestore"
+)
+
+// A batch goes through three phases. Only the second touches the state,
+// and it runs alone (the state is one sequence of changes); the other two
+// are the Bloblang work, which needs no state and runs on every core:
+//
+//  1. prepare (parallel): each message's table (the checks), op, version,
+//     body, key, and per relation its parent key and target key columns;
+//  2. apply (sequential, in one store transaction): the state changes, and
+//     the outputs they imply, with joined rows left to map;
+//  3. map (parallel, before the transaction commits): the relations'
+//     mappings build the joined rows. A mapping that fails makes its
+//     message errored; since the state must then not hold that message's
+//     change, the transaction is abandoned and the batch applied again
+//     without it (rare: bad input).
+
+// prepared is a message as phase 1 read it.
+type prepared struct {
+	msg     *service.Message
+	t       *table
+	op      string
+	version int64
+	body    map[string]any
+	key     string
+	deleted bool
+	links   []link // per relation (j.relations), where t is its child
+	err     error  // the message is bad input: errored, no state change
+}
+
+// link is what a child change needs of one relation.
+type link struct {
+	parentKey string         // not for deletes
+	keyCols   map[string]any // lookup deletes: the target key columns
+	keyJSON   string         // latest_state upserts: the target key (JSON)
+}
+
+// output is one message the batch emits, in order: a ready row, a joined
+// row still to map (rel set), or the source message errored (err set).
+type output struct {
+	src           int // index of the source message in the batch
+	msg           *service.Message
+	table, op     string
+	row           map[string]any
+	rel           *relation
+	parent, child *rowState
+	err           error
+}
+
+// prepare is phase 1 for one message.
+func (j *join) prepare(msg *service.Message) *prepared {
+	p := &prepared{msg: msg}
+	p.err = j.prepareInto(p)
+	return p
+}
+
+func (j *join) prepareInto(p *prepared) error {
+	msg := p.msg
+	for _, cand := range j.tables {
+		// BloblangQuery (not QueryValue): checks read metadata with @.
+		res, err := msg.BloblangQuery(cand.check)
+		if err != nil {
+			return fmt.Errorf("cdc_join: check of table %s: %w", cand.name, err)
+		}
+		if v, err := res.AsStructured(); err == nil && v == true {
+			p.t = cand
+			break
+		}
+	}
+	t := p.t
+	if t == nil {
+		return errors.New("cdc_join: the message matches no table")
+	}
+	p.op, _ = msg.MetaGet("cdc_op")
+	var ok bool
+	if p.version, ok = metaInt(msg, "cdc_version"); !ok {
+		return fmt.Errorf("cdc_join: %s message without an integer cdc_version", t.name)
+	}
+	if p.version < 1 {
+		return fmt.Errorf("cdc_join: %s message with cdc_version %d: versions start at 1", t.name, p.version)
+	}
+	switch p.op {
+	case "t":
+		return nil // a truncate has no body, no key
+	case "r", "c", "u":
+	case "d":
+		p.deleted = true
+	default:
+		return fmt.Errorf("cdc_join: unsupported cdc_op %q on %s", p.op, t.name)
+	}
+	raw, err := msg.AsStructured()
+	if err != nil {
+		return fmt.Errorf("cdc_join: %s body is not structured: %w", t.name, err)
+	}
+	if p.body, ok = raw.(map[string]any); !ok {
+		return fmt.Errorf("cdc_join: %s body is not an object", t.name)
+	}
+	kv, err := t.key.Query(p.body)
+	if err != nil {
+		return fmt.Errorf("cdc_join: key of %s: %w", t.name, err)
+	}
+	if p.key, err = keyString(kv); err != nil {
+		return fmt.Errorf("cdc_join: key of %s: %w", t.name, err)
+	}
+	p.links = make([]link, len(j.relations))
+	for i, r := range j.relations {
+		if r.child != t {
+			continue
+		}
+		l := &p.links[i]
+		if p.deleted {
+			if r.kind == "lookup" {
+				if l.keyCols, _, err = r.targetKey(p.body); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		pkv, err := r.parentKey.Query(p.body)
+		if err != nil {
+			return fmt.Errorf("cdc_join: parent_key of %s: %w", r.name, err)
+		}
+		if l.parentKey, err = keyString(pkv); err != nil {
+			return fmt.Errorf("cdc_join: parent_key of %s: %w", r.name, err)
+		}
+		if r.kind == "latest_state" {
+			if _, l.keyJSON, err = r.targetKey(p.body); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// errRemap abandons a batch's transaction after a mapping failed.
+var errRemap = errors.New("a mapping failed: applying the batch again without its message")
+
+// ProcessBatch applies the batch to the state in one transaction, and
+// returns the rows it implies once that transaction is on disk.
+func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+
+	preps := make([]*prepared, len(batch))
+	parallel(len(batch), func(i int) { preps[i] = j.prepare(batch[i]) })
+
+	var outs []output
+	backoff := 100 * time.Millisecond
+	for {
+		outs = outs[:0]
+		var failed map[int]error
+		err := j.store.Update(ctx, func(tx statestore.Tx) error {
+			st := &state{tx: tx, now: time.Now(), retention: j.retention}
+			for i, p := range preps {
+				if p.err != nil {
+					outs = append(outs, output{src: i, msg: p.msg, err: p.err})
+					continue
+				}
+				emitted, err := j.apply(st, i, p)
+				if err != nil {
+					outs = append(outs, output{src: i, msg: p.msg, err: err})
+					continue
+				}
+				outs = append(outs, emitted...)
+			}
+			if failed = j.mapRows(outs); len(failed) > 0 {
+				return errRemap
+			}
+			return nil
+		})
+		if errors.Is(err, errRemap) {
+			for i, e := range failed {
+				preps[i].err = e
+			}
+			continue
+		}
+		if err == nil {
+			break
+		}
+		// The state must be written before anything is passed on: hold the
+		// batch (back-pressure) until the store works again.
+		j.log.Errorf("cdc_join: writing state failed, retrying in %v: %v", backoff, err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cdc_join: state not written: %w", err)
+		case <-time.After(backoff):
+		}
+		if backoff *= 2; backoff > 5*time.Second {
+			backoff = 5 * time.Second
+		}
+	}
+	if len(outs) == 0 {
+		return nil, nil
+	}
+	out := make(service.MessageBatch, len(outs))
+	parallel(len(outs), func(i int) { out[i] = j.message(&outs[i]) })
+	return []service.MessageBatch{out}, nil
+}
+
+// mapRows runs the mappings of the joined rows in outs (phase 3), and
+// returns, per source message, the first mapping error.
+func (j *join) mapRows(outs []output) map[int]error {
+	var mu sync.Mutex
+	var failed map[int]error
+	parallel(len(outs), func(i int) {
+		o := &outs[i]
+		if o.rel == nil || o.row != nil {
+			return
+		}
+		row, err := o.rel.row(o.parent, o.child)
+		if err != nil {
+			mu.Lock()
+			if failed == nil {
+				failed = map[int]error{}
+			}
+			if failed[o.src] == nil {
+				failed[o.src] = err
+			}
+			mu.Unlock()
+			return
+		}
+		o.row = row
+	})
+	return failed
+}
+
+// message builds an output's message.
+func (j *join) message(o *output) *service.Message {
+	if o.err != nil {
+		j.errored.Incr(1)
+		o.msg.SetError(o.err)
+		return o.msg // unchanged, errored: to the dead-letter path
+	}
+	m := o.msg.Copy()
+	m.SetStructuredMut(o.row)
+	m.MetaSetMut("ods_table", o.table)
+	m.MetaSetMut("ods_op", o.op)
+	return m
+}
+
+// parallelMin is the fewest items worth spreading over goroutines.
+const parallelMin = 64
+
+// parallel calls fn(i) for i in [0, n) on up to GOMAXPROCS goroutines, in
+// contiguous chunks, and returns when every call has.
+func parallel(n int, fn func(i int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if workers > n/parallelMin {
+		workers = n / parallelMin
+	}
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for start := 0; start < n; start += chunk {
+		end := min(start+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := start; i < end; i++ {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
