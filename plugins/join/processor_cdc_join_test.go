@@ -295,7 +295,7 @@ func TestMappingFailureIsErroredAndChangesNothing(t *testing.T) {
 	noLastName := ev("T_Customers", "c", 1, `{"id":9,"first_name":"NoLast"}`)
 	got := run(t, j,
 		cust("c", 2, 7, "Ann"),
-		noLastName, // stored: it joins nothing yet, so no mapping runs
+		noLastName,                       // stored: it joins nothing yet, so no mapping runs
 		acct("c", 3, 1, 1001, 9, "5.00"), // joins customer 9: the mapping fails
 		acct("c", 4, 2, 1002, 7, "6.00"),
 	)
