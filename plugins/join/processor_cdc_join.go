@@ -50,7 +50,9 @@ A message that matches no table, has no key or a key that is not a string or an 
 or that a mapping cannot use is passed on unchanged and marked errored with the reason; it changes no state.
 `).
 		Fields(
-			service.NewStringField("state_dir").Description("Directory of the state store.").Example("${ODS_STATE_DIR:./data/state}"),
+			service.NewStringField("state_dir").
+				Description("Directory of the state store, locked while in use. `"+memoryStateDir+"`: the state is kept in memory only, fresh for each instance and lost at close (for config unit tests).").
+				Example("${ODS_STATE_DIR:./data/state}").Example(memoryStateDir),
 			service.NewDurationField("tombstone_retention").Description("How long a deleted key's tombstone is kept.").Default("168h").Advanced(),
 			service.NewObjectListField("tables",
 				service.NewStringField("name").Description("A name for the table, used by relations."),
@@ -204,7 +206,10 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	if err != nil {
 		return nil, err
 	}
-	if j.store, err = statestore.Open(dir); err != nil {
+	if dir == memoryStateDir {
+		j.store = statestore.OpenMemory()
+		j.log.Warnf("cdc_join: state_dir %s: the state is in memory only and does not survive a restart", memoryStateDir)
+	} else if j.store, err = statestore.Open(dir); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -212,6 +217,10 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	go func() { defer close(j.purged); j.purgeLoop(ctx) }()
 	return j, nil
 }
+
+// memoryStateDir as state_dir keeps the state in memory only: a fresh
+// state per instance, nothing on disk, what config unit tests need.
+const memoryStateDir = ":memory:"
 
 // Close stops the purge loop and releases the state store.
 func (j *join) Close(context.Context) error {
