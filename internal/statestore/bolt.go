@@ -49,6 +49,11 @@ func Open(dir string) (*Bolt, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", dir, err)
 	}
+	// A directory a LogStore owns (it may hold the migrated bbolt file
+	// under another name): bbolt would create an empty store beside it.
+	if _, err := os.Stat(filepath.Join(dir, formatFileName)); err == nil {
+		return nil, fmt.Errorf("state dir %s holds a log store (it has a %s file): open it with OpenLog", dir, formatFileName)
+	}
 	path := filepath.Join(dir, fileName)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      200 * time.Millisecond, // the lock: fail fast, not hang

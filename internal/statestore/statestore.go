@@ -4,8 +4,10 @@
 // durable before any offset of that batch can be committed.
 //
 // The Store interface is what the join logic sees. The embedded
-// implementation is bbolt (Open); a store shared by several odsflow
-// instances must implement the same interface.
+// implementations are a log-structured store (OpenLog: an append-only log
+// with an in-memory index, one fsync per commit) and bbolt (Open), which
+// OpenLog migrates from; a store shared by several odsflow instances must
+// implement the same interface.
 package statestore
 
 import (

@@ -1,6 +1,7 @@
 package join
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -155,6 +156,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 
 	preps := make([]*prepared, len(batch))
 	parallel(len(batch), func(i int) { preps[i] = j.prepare(batch[i]) })
+	pre := j.prefetch(ctx, preps)
 
 	var outs []output
 	backoff := 100 * time.Millisecond
@@ -162,7 +164,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 		outs = outs[:0]
 		var failed map[int]error
 		err := j.store.Update(ctx, func(tx statestore.Tx) error {
-			st := &state{tx: tx, now: time.Now(), retention: j.retention}
+			st := &state{tx: tx, now: time.Now(), retention: j.retention, pre: pre, written: map[string]struct{}{}}
 			for i, p := range preps {
 				if p.err != nil {
 					outs = append(outs, output{src: i, msg: p.msg, err: p.err})
@@ -174,6 +176,10 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 					continue
 				}
 				outs = append(outs, emitted...)
+			}
+			var err error
+			if failed, err = st.flushRows(); err != nil || len(failed) > 0 {
+				return cmp.Or(err, errRemap)
 			}
 			if failed = j.mapRows(outs); len(failed) > 0 {
 				return errRemap
@@ -256,13 +262,22 @@ const parallelMin = 64
 // parallel calls fn(i) for i in [0, n) on up to GOMAXPROCS goroutines, in
 // contiguous chunks, and returns when every call has.
 func parallel(n int, fn func(i int)) {
-	workers := runtime.GOMAXPROCS(0)
-	if workers > n/parallelMin {
-		workers = n / parallelMin
-	}
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
+	parallelChunks(n, func(start, end int) {
+		for i := start; i < end; i++ {
 			fn(i)
+		}
+	})
+}
+
+// parallelChunks calls fn on contiguous chunks covering [0, n), one per
+// goroutine (up to GOMAXPROCS, at least parallelMin items each), and
+// returns when every call has; fn(0, n) on the caller's goroutine when n
+// is small.
+func parallelChunks(n int, fn func(start, end int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/parallelMin)
+	if workers <= 1 {
+		if n > 0 {
+			fn(0, n)
 		}
 		return
 	}
@@ -273,9 +288,7 @@ func parallel(n int, fn func(i int)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := start; i < end; i++ {
-				fn(i)
-			}
+			fn(start, end)
 		}()
 	}
 	wg.Wait()

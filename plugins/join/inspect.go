@@ -20,16 +20,29 @@ import (
 // that key in every table and relation. It opens the store, so it fails
 // while a pipeline holds the directory.
 func Inspect(ctx context.Context, dir, key string, w io.Writer) error {
-	if _, err := os.Stat(filepath.Join(dir, statestore.FileName)); err != nil {
-		return fmt.Errorf("no cdc_join state in %s: %w", dir, err)
+	var store interface {
+		statestore.Store
+		SizeOnDisk() (int64, error)
 	}
-	store, err := statestore.Open(dir)
+	format := statestore.LogFormatVersion
+	_, logErr := os.Stat(filepath.Join(dir, statestore.LogFormatFile))
+	_, boltErr := os.Stat(filepath.Join(dir, statestore.FileName))
+	var err error
+	switch {
+	case logErr == nil:
+		store, err = statestore.OpenLog(dir)
+	case boltErr == nil: // a state of an earlier odsflow, not migrated yet: read as it is
+		format = statestore.FormatVersion
+		store, err = statestore.Open(dir)
+	default:
+		return fmt.Errorf("no cdc_join state in %s: %w", dir, logErr)
+	}
 	if err != nil {
 		return fmt.Errorf("%w (inspect needs the pipeline stopped, or a copy of the directory)", err)
 	}
 	defer store.Close()
 	size, _ := store.SizeOnDisk()
-	fmt.Fprintf(w, "state dir %s: format %d, %.1f MB on disk\n\n", dir, statestore.FormatVersion, float64(size)/(1<<20))
+	fmt.Fprintf(w, "state dir %s: format %d, %.1f MB on disk\n\n", dir, format, float64(size)/(1<<20))
 
 	return store.View(ctx, func(tx statestore.Tx) error {
 		buckets, err := tx.Buckets()

@@ -48,6 +48,14 @@ type state struct {
 	now       time.Time
 	retention time.Duration
 	truncs    map[string]*truncation // per table, once read (truncate.go)
+	// pre: values read before the transaction (prefetch.go); written: the
+	// keys (cacheKey) the batch has written since, read from tx instead.
+	pre     *prefetched
+	written map[string]struct{}
+	// staged: the row states the batch wrote (cacheKey → last one), in
+	// the order of their first write; written to tx by flushRows.
+	staged      map[string]*stagedRow
+	stagedOrder []*stagedRow
 }
 
 func rowBucket(t *table) string     { return "row." + t.name }
@@ -59,13 +67,21 @@ func heldBucket(r *relation) string { return "held." + r.name }
 func pair(parent, child string) []byte { return []byte(parent + "\x00" + child) }
 
 func (s *state) row(t *table, key string) (*rowState, error) {
-	b, err := s.tx.Get(rowBucket(t), []byte(key))
-	if err != nil || b == nil {
-		return nil, err
+	r, ok := s.stagedRow(rowBucket(t), key)
+	if !ok {
+		r, ok = s.cachedRow(rowBucket(t), key)
 	}
-	r, err := decodeRow(b)
-	if err != nil {
-		return nil, fmt.Errorf("state of %s %s is corrupt: %w", t.name, key, err)
+	if !ok {
+		b, err := s.tx.Get(rowBucket(t), []byte(key))
+		if err != nil || b == nil {
+			return nil, err
+		}
+		if r, err = decodeRow(b); err != nil {
+			return nil, fmt.Errorf("state of %s %s is corrupt: %w", t.name, key, err)
+		}
+	}
+	if r == nil {
+		return nil, nil
 	}
 	tr, err := s.truncation(t)
 	if err != nil {
@@ -87,7 +103,8 @@ func (s *state) row(t *table, key string) (*rowState, error) {
 type write struct {
 	bucket string
 	key    []byte
-	value  []byte // nil: delete
+	value  []byte    // nil: delete (unless row is set)
+	row    *rowState // a row state, encoded at the end of the batch
 }
 
 type change struct {
@@ -102,16 +119,14 @@ func (c *change) put(bucket string, key []byte, v any) error {
 	if err != nil {
 		return fmt.Errorf("encoding state: %w", err)
 	}
-	c.writes = append(c.writes, write{bucket, key, b})
+	c.writes = append(c.writes, write{bucket: bucket, key: key, value: b})
 	return nil
 }
 
+// putRow stages a row state; it is encoded and written when the batch's
+// changes are all applied (flushRows), on every core.
 func (c *change) putRow(bucket string, key []byte, r *rowState) error {
-	b, err := encodeRow(r)
-	if err != nil {
-		return fmt.Errorf("encoding state: %w", err)
-	}
-	c.writes = append(c.writes, write{bucket, key, b})
+	c.writes = append(c.writes, write{bucket: bucket, key: key, row: r})
 	return nil
 }
 
@@ -267,6 +282,13 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 // applyWrites applies a message's staged writes to the batch's transaction.
 func applyWrites(s *state, c *change) error {
 	for _, w := range c.writes {
+		if w.row != nil {
+			s.stageRow(c.src, w.bucket, string(w.key), w.row)
+			continue
+		}
+		if s.pre != nil {
+			s.written[cacheKey(w.bucket, string(w.key))] = struct{}{}
+		}
 		var err error
 		if w.value == nil {
 			err = s.tx.Delete(w.bucket, w.key)
@@ -355,7 +377,7 @@ func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relat
 		if hadParent {
 			c.del(idxBucket(r), pair(oldParent, key))
 		}
-		c.writes = append(c.writes, write{idxBucket(r), pair(parentKey, key), []byte{}})
+		c.writes = append(c.writes, write{bucket: idxBucket(r), key: pair(parentKey, key), value: []byte{}})
 	}
 	next.Parents[r.name] = parentKey
 

@@ -209,7 +209,7 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	if dir == memoryStateDir {
 		j.store = statestore.OpenMemory()
 		j.log.Warnf("cdc_join: state_dir %s: the state is in memory only and does not survive a restart", memoryStateDir)
-	} else if j.store, err = statestore.Open(dir); err != nil {
+	} else if j.store, err = statestore.OpenLog(dir); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

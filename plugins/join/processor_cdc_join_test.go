@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"testing"
@@ -303,4 +304,20 @@ func TestMappingFailureIsErroredAndChangesNothing(t *testing.T) {
 		`ERROR: cdc_join: mapping of customer_account: failed assignment (line 3): cannot add types string (from string literal) and null (from field `+"`this.parent.last_name`"+`)`,
 		ca+`{"account_balance":"6.00","account_number":"1002","account_version":4,"customer_id":7,"customer_name":"Ann L","customer_version":2}`)
 	expect(t, "the errored account was not stored: the fixed customer has no child", run(t, j, cust("u", 5, 9, "Fixed")))
+}
+
+// A row state that cannot be encoded (a NaN from an Avro double) errors
+// its message; the batch's other changes are applied.
+func TestUnencodableRowIsErrored(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	nan := service.NewMessage(nil)
+	nan.SetStructuredMut(map[string]any{"id": int64(8), "first_name": "N", "last_name": "L", "score": math.NaN()})
+	nan.MetaSetMut("cdc_table", "T_Customers")
+	nan.MetaSetMut("cdc_op", "c")
+	nan.MetaSetMut("cdc_version", int64(3))
+	got := run(t, j, cust("c", 2, 7, "Ann"), nan, acct("c", 4, 1, 1001, 7, "5.00"))
+	expect(t, "the NaN customer is errored", got,
+		"ERROR: cdc_join: encoding the state of row.customers 8: json: unsupported value: NaN",
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":4,"customer_id":7,"customer_name":"Ann L","customer_version":2}`)
+	expect(t, "and not stored", run(t, j, acct("c", 5, 2, 1002, 8, "1.00")))
 }

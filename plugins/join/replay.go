@@ -64,7 +64,7 @@ func (c *change) recordRelease(r *relation, version int64, body map[string]any) 
 }
 
 func (s *state) replayEntries(t *table, key string) ([]replayEntry, bool, error) {
-	b, err := s.tx.Get(replayBucket(t), []byte(key))
+	b, err := s.get(replayBucket(t), key)
 	if err != nil || b == nil {
 		return nil, false, err
 	}
@@ -147,7 +147,7 @@ func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *tab
 	if err != nil {
 		return fmt.Errorf("encoding replay record: %w", err)
 	}
-	c.writes = append(c.writes, write{replayBucket(t), []byte(key), enc})
+	c.writes = append(c.writes, write{bucket: replayBucket(t), key: []byte(key), value: enc})
 	return nil
 }
 

@@ -83,7 +83,7 @@ func (j *join) truncate(s *state, src int, msg *service.Message, t *table, versi
 		// are emitted again: they may have been lost.
 		if cur == nil || version > cur.version {
 			tr := &truncation{version: version, at: s.now.Unix()}
-			c.writes = append(c.writes, write{truncBucket(), []byte(t.name), encodeTruncation(*tr)})
+			c.writes = append(c.writes, write{bucket: truncBucket(), key: []byte(t.name), value: encodeTruncation(*tr)})
 			newer = tr
 		}
 	}
