@@ -41,10 +41,17 @@ there is not newer. It is logged as a warning and counted in `+"`cdc_join_trunca
 
 Versions: a change older than the stored version of its key is ignored (counted in `+"`cdc_join_stale`"+`); a
 deleted key keeps a tombstone with its version for `+"`tombstone_retention`"+`, so a stale change cannot bring it
-back. State lives in `+"`state_dir`"+` (bbolt): each batch's changes are written in one synced transaction before
-the batch is passed on, so they are on disk before any offset of the batch can be committed. The directory is
-locked: a second process using it fails at once. Batches are processed one at a time (safe with
-`+"`pipeline.threads`"+` > 1: per-key order is kept by the input's per-partition order).
+back. State lives in `+"`state_dir`"+` (an append-only log with an in-memory index of the keys): each batch's changes
+are written in one synced transaction (one sequential write and one fsync) before the batch is passed on, so they
+are on disk before any offset of the batch can be committed. The directory is locked: a second process using it
+fails at once. A state written by an earlier odsflow (one bbolt file) is migrated at open.
+
+Batches are applied to the state one at a time (so `+"`pipeline.threads`"+` > 1 is safe for the state: per-key order
+is the input's per-partition order), while the Bloblang work of a batch (checks, keys, mappings) and the reading and
+encoding of its rows run on every core. With `+"`pipeline.threads`"+` > 1, or an output with `+"`max_in_flight`"+` > 1,
+the rows of two batches may reach the ODS in the other order: versioned upserts and deletes make that harmless,
+except a delete overtaking an older upsert of the same row, which the ODS must then refuse (a tombstone) to keep
+the row from coming back.
 
 A message that matches no table, has no key or a key that is not a string or an integer, lacks `+"`cdc_version`"+`,
 or that a mapping cannot use is passed on unchanged and marked errored with the reason; it changes no state.
