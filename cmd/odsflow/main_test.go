@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // asBinaryEnv makes the test binary act as the odsflow binary, so tests run
@@ -140,4 +141,62 @@ func TestStateInspectCommand(t *testing.T) {
 	if _, _, code := odsflow(t, "state", "inspect"); code == 0 {
 		t.Error("inspect without --dir succeeded")
 	}
+}
+
+// pg_upsert's DSN is a secret: lint, echo and a failing run never print
+// its password.
+func TestDSNPasswordIsNotShown(t *testing.T) {
+	dir := t.TempDir()
+	conf := writeFile(t, dir, "pg.yaml", `input:
+  generate:
+    count: 1
+    interval: ""
+    mapping: 'root = {"a": 1}'
+output:
+  pg_upsert:
+    dsn: postgres://odsuser:sup3rs3cret@127.0.0.1:1/ods?sslmode=disable&connect_timeout=1
+    tables:
+      - name: ods.t
+        columns: [a]
+        key_columns: [a]
+        no_such_field: 1
+`)
+	out, errOut, code := odsflow(t, "lint", conf)
+	if code == 0 || !strings.Contains(out+errOut, "no_such_field") {
+		t.Fatalf("lint: exit %d, %q: want the unknown field reported", code, out+errOut)
+	}
+	if strings.Contains(out+errOut, "sup3rs3cret") {
+		t.Errorf("lint shows the password: %s", out+errOut)
+	}
+	out, errOut, _ = odsflow(t, "echo", conf)
+	if !strings.Contains(out, "pg_upsert") || strings.Contains(out+errOut, "sup3rs3cret") {
+		t.Errorf("echo: %q", out+errOut)
+	}
+	// A run that cannot connect logs its attempts; none shows the password.
+	runnable := writeFile(t, dir, "pg_run.yaml", strings.Replace(string(must(os.ReadFile(conf))), "        no_such_field: 1\n", "", 1))
+	cmd := exec.Command(os.Args[0], "run", runnable)
+	cmd.Env = append(os.Environ(), asBinaryEnv+"=1")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	// Killed: a graceful stop would wait out the shutdown timeout for the
+	// message the output cannot deliver.
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if !strings.Contains(logs.String(), "pg_upsert") && !strings.Contains(logs.String(), "127.0.0.1:1") {
+		t.Errorf("the run logged nothing about its failing output: %s", logs.String())
+	}
+	if strings.Contains(logs.String(), "sup3rs3cret") {
+		t.Errorf("the run's logs show the password: %s", logs.String())
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

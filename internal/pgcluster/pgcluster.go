@@ -67,7 +67,8 @@ type Cluster struct {
 	dir    string // owned temp dir: data/, server.log
 	port   int
 	cmd    *exec.Cmd
-	exited chan struct{} // closed when the postmaster has been reaped
+	cred   *syscall.Credential // the server's OS user, nil: ours
+	exited chan struct{}       // closed when the postmaster has been reaped
 }
 
 // ErrPortInUse reports that the requested port is taken by another process.
@@ -256,7 +257,7 @@ func (c *Cluster) start(ctx context.Context, port int, cred *syscall.Credential)
 		logFile.Close()
 		return fmt.Errorf("starting postgres: %w", err)
 	}
-	c.cmd, c.port = cmd, port
+	c.cmd, c.port, c.cred = cmd, port, cred
 	c.exited = make(chan struct{})
 	go func() { _ = cmd.Wait(); logFile.Close(); close(c.exited) }()
 
@@ -337,6 +338,44 @@ func (c *Cluster) PID() int { return c.cmd.Process.Pid }
 
 // Dir is the temporary directory holding the cluster; Stop removes it.
 func (c *Cluster) Dir() string { return c.dir }
+
+// Restart shuts the server down (fast shutdown: clients are disconnected),
+// leaves it down for down, and starts it again on the same port with the
+// same data: for tests of clients that must outlive a database restart.
+func (c *Cluster) Restart(ctx context.Context, down time.Duration) error {
+	if err := c.shutdown(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(down):
+	}
+	return c.start(ctx, c.port, c.cred)
+}
+
+// shutdown stops the postmaster (fast shutdown) and waits for it to exit.
+func (c *Cluster) shutdown(ctx context.Context) error {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-c.exited:
+		return nil
+	default:
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		return fmt.Errorf("stopping postgres: %w", err)
+	}
+	select {
+	case <-c.exited:
+		return nil
+	case <-ctx.Done():
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+		return ctx.Err()
+	}
+}
 
 // Stop shuts the server down (fast shutdown: clients are disconnected),
 // waits for it to exit and removes its directory. If ctx ends first, the

@@ -13,4 +13,6 @@ import (
 	_ "github.com/odsflow/odsflow/plugins/join"
 	// kafka_franz input and output.
 	_ "github.com/odsflow/odsflow/plugins/kafka"
+	// pg_upsert output.
+	_ "github.com/odsflow/odsflow/plugins/postgres"
 )

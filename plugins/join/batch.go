@@ -57,7 +57,11 @@ type output struct {
 	row           map[string]any
 	rel           *relation
 	parent, child *rowState
-	err           error
+	// derived: a joined row emitted for a change of another row than the
+	// child (its parent's change, a release, a replay); childKey names it.
+	derived  bool
+	childKey string
+	err      error
 }
 
 // prepare is phase 1 for one message.
@@ -163,8 +167,9 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 	for {
 		outs = outs[:0]
 		var failed map[int]error
+		var st *state
 		err := j.store.Update(ctx, func(tx statestore.Tx) error {
-			st := &state{tx: tx, now: time.Now(), retention: j.retention, pre: pre, written: map[string]struct{}{}}
+			st = &state{tx: tx, now: time.Now(), retention: j.retention, pre: pre, written: map[string]struct{}{}}
 			for i, p := range preps {
 				if p.err != nil {
 					outs = append(outs, output{src: i, msg: p.msg, err: p.err})
@@ -172,8 +177,10 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 				}
 				emitted, err := j.apply(st, i, p)
 				if err != nil {
-					outs = append(outs, output{src: i, msg: p.msg, err: err})
-					continue
+					// Some of the message's writes may be in the
+					// transaction already: apply the batch again without it.
+					failed = map[int]error{i: err}
+					return errRemap
 				}
 				outs = append(outs, emitted...)
 			}
@@ -193,6 +200,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 			continue
 		}
 		if err == nil {
+			j.count(st)
 			break
 		}
 		// The state must be written before anything is passed on: hold the
@@ -226,6 +234,15 @@ func (j *join) mapRows(outs []output) map[int]error {
 			return
 		}
 		row, err := o.rel.row(o.parent, o.child)
+		if err != nil && o.derived {
+			// A stored child's row re-emitted for another message (its
+			// parent's change, a release): that message is fine, the row is
+			// not. It goes to the dead-letter path on its own, naming the
+			// child; the source message's other rows go on.
+			o.err = fmt.Errorf("cdc_join: the %s row of %s %v, emitted for this change of its parent, cannot be mapped: %w",
+				o.rel.name, o.rel.child.name, o.childKey, err)
+			return
+		}
 		if err != nil {
 			mu.Lock()
 			if failed == nil {
@@ -244,6 +261,12 @@ func (j *join) mapRows(outs []output) map[int]error {
 
 // message builds an output's message.
 func (j *join) message(o *output) *service.Message {
+	if o.err != nil && o.derived {
+		j.errored.Incr(1)
+		m := o.msg.Copy() // the source message's other rows go on
+		m.SetError(o.err)
+		return m
+	}
 	if o.err != nil {
 		j.errored.Incr(1)
 		o.msg.SetError(o.err)
@@ -292,4 +315,15 @@ func parallelChunks(n int, fn func(start, end int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// count adds a committed batch's counts to the metrics and logs its
+// warnings (once: a batch may have been applied more than once).
+func (j *join) count(st *state) {
+	j.stale.Incr(st.counts.stale)
+	j.held.Incr(st.counts.held)
+	j.truncates.Incr(st.counts.truncates)
+	for _, w := range st.warnings {
+		j.log.Warn(w)
+	}
 }

@@ -56,11 +56,30 @@ type state struct {
 	// the order of their first write; written to tx by flushRows.
 	staged      map[string]*stagedRow
 	stagedOrder []*stagedRow
+	// counts are added to the metrics once the batch is committed (a batch
+	// may be applied more than once).
+	counts struct{ stale, held, truncates int64 }
+	warnings []string
 }
 
 func rowBucket(t *table) string     { return "row." + t.name }
 func idxBucket(r *relation) string  { return "idx." + r.name }
 func heldBucket(r *relation) string { return "held." + r.name }
+
+// heldKeyBucket maps a held lookup child's key to the parent key it is
+// held under.
+func heldKeyBucket(r *relation) string { return "heldkey." + r.name }
+
+// dropHeld drops the held event of a lookup child, if it has one.
+func dropHeld(s *state, c *change, r *relation, key string) error {
+	parent, err := s.tx.Get(heldKeyBucket(r), []byte(key))
+	if err != nil || parent == nil {
+		return err
+	}
+	c.del(heldBucket(r), pair(string(parent), key))
+	c.del(heldKeyBucket(r), []byte(key))
+	return nil
+}
 
 // pair is the key of an index or held entry: parent key, then child key.
 // Keys never hold a NUL byte (keyString refuses them).
@@ -98,13 +117,17 @@ func (s *state) row(t *table, key string) (*rowState, error) {
 	return r, nil
 }
 
-// writes are staged per message and applied only when the whole message
-// succeeded, so a message that fails halfway changes nothing.
+// writes are staged per message and applied when the message's change is
+// complete; if applying them fails, ProcessBatch applies the batch again
+// without the message, so a message that fails halfway changes nothing.
 type write struct {
 	bucket string
 	key    []byte
 	value  []byte    // nil: delete (unless row is set)
 	row    *rowState // a row state, encoded at the end of the batch
+	// ownBody: the row's body is the message's (not one read from the
+	// state), so an encoding failure is the message's fault.
+	ownBody bool
 }
 
 type change struct {
@@ -138,10 +161,22 @@ func (c *change) emit(src *service.Message, target, op string, row map[string]an
 	c.out = append(c.out, output{src: c.src, msg: src, table: target, op: op, row: row})
 }
 
-// emitJoined emits the upsert of a joined row, mapped later (output).
+// emitJoined emits the upsert of a joined row for a change of its child,
+// mapped later (output).
 func (c *change) emitJoined(src *service.Message, r *relation, parent, child *rowState) {
 	c.out = append(c.out, output{src: c.src, msg: src, table: r.name, op: "upsert", rel: r, parent: parent, child: child})
 }
+
+// emitDerived emits the upsert of a joined row for a change of another row
+// than its child: a mapping failure is the row's, not the message's.
+func (c *change) emitDerived(src *service.Message, r *relation, parent, child *rowState, childKey string) {
+	c.out = append(c.out, output{src: c.src, msg: src, table: r.name, op: "upsert", rel: r, parent: parent, child: child,
+		derived: true, childKey: childKey})
+}
+
+// maxKeyLen bounds a key, so that any index entry (two keys) fits the
+// store.
+const maxKeyLen = 1024
 
 // keyString turns a key value into the store's key.
 func keyString(v any) (string, error) {
@@ -149,6 +184,9 @@ func keyString(v any) (string, error) {
 	case string:
 		if k == "" {
 			return "", errors.New("empty key")
+		}
+		if len(k) > maxKeyLen {
+			return "", fmt.Errorf("key of %d bytes: at most %d", len(k), maxKeyLen)
 		}
 		for i := 0; i < len(k); i++ {
 			if k[i] == 0 {
@@ -209,6 +247,15 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 	}
 	var err error
 	c := &change{src: src}
+	// A change no newer than a truncation of its table is gone with it,
+	// whether or not the state holds its key (it may come through another
+	// partition than the truncate, after it).
+	if tr, err := s.truncation(t); err != nil {
+		return nil, err
+	} else if tr != nil && version <= tr.version {
+		s.counts.stale++
+		return nil, nil
+	}
 	var prev *rowState
 	if t.stored {
 		if prev, err = s.row(t, key); err != nil {
@@ -220,7 +267,7 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 			// are stale (the newer state's are what count), but what it took
 			// away must be emitted again: its recorded deletes, versioned, so
 			// that they cannot take a newer row, and its released lookups.
-			j.stale.Incr(1)
+			s.counts.stale++
 			entries, _, err := s.replayEntries(t, key)
 			if err != nil {
 				return nil, err
@@ -269,9 +316,7 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 		if err := j.replayAndRecord(s, c, msg, t, key, version, next); err != nil {
 			return nil, err
 		}
-		if err := c.putRow(rowBucket(t), []byte(key), next); err != nil {
-			return nil, err
-		}
+		c.writes = append(c.writes, write{bucket: rowBucket(t), key: []byte(key), row: next, ownBody: true})
 	}
 	if err := applyWrites(s, c); err != nil {
 		return nil, err
@@ -283,7 +328,7 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 func applyWrites(s *state, c *change) error {
 	for _, w := range c.writes {
 		if w.row != nil {
-			s.stageRow(c.src, w.bucket, string(w.key), w.row)
+			s.stageRow(c.src, w.bucket, string(w.key), w.row, w.ownBody)
 			continue
 		}
 		if s.pre != nil {
@@ -396,7 +441,7 @@ func (j *join) childOfLatest(s *state, c *change, msg *service.Message, r *relat
 	if parent == nil {
 		// Held until its parent arrives; a row it had under its old parent
 		// leaves with it.
-		j.held.Incr(1)
+		s.counts.held++
 		if emitted != "" {
 			if err := emitDelete(c, msg, r, emitted, next.Version, unknownParentVersion); err != nil {
 				return err
@@ -453,7 +498,7 @@ func (j *join) parentOfLatest(s *state, c *change, msg *service.Message, r *rela
 					return err
 				}
 			}
-			c.emitJoined(msg, r, next, child)
+			c.emitDerived(msg, r, next, child, ck)
 			if emitted == keyJSON {
 				continue // the child's state is unchanged: no write
 			}
@@ -473,13 +518,8 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 		keyCols := l.keyCols
 		r.deleteVersions(keyCols, version, unknownParentVersion)
 		c.emit(msg, r.name, "delete", keyCols)
-		// A held event of this key never arrives now: find and drop it.
-		return s.tx.Scan(heldBucket(r), nil, func(k, _ []byte) error {
-			if i := len(k) - len(key); i > 0 && k[i-1] == 0 && string(k[i:]) == key {
-				c.del(heldBucket(r), append([]byte{}, k...))
-			}
-			return nil
-		})
+		// A held event of this key never arrives now: drop it.
+		return dropHeld(s, c, r, key)
 	}
 	parentKey := l.parentKey
 	parent, err := s.live(r.parent, parentKey)
@@ -487,8 +527,21 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 		return err
 	}
 	if parent == nil {
-		j.held.Incr(1)
+		s.counts.held++
+		// Held under its parent key, with a reverse entry (child → parent
+		// key) so that a delete or a move finds it without a scan.
+		old, err := s.tx.Get(heldKeyBucket(r), []byte(key))
+		if err != nil {
+			return err
+		}
+		if old != nil && string(old) != parentKey {
+			c.del(heldBucket(r), pair(string(old), key))
+		}
+		c.writes = append(c.writes, write{bucket: heldKeyBucket(r), key: []byte(key), value: []byte(parentKey)})
 		return c.put(heldBucket(r), pair(parentKey, key), heldEvent{Version: version, Body: body})
+	}
+	if err := dropHeld(s, c, r, key); err != nil { // it was held under another parent
+		return err
 	}
 	c.emitJoined(msg, r, parent, &rowState{Version: version, Body: body})
 	return nil
@@ -502,9 +555,11 @@ func (j *join) releaseHeld(s *state, c *change, msg *service.Message, r *relatio
 		if err := decodeJSON(v, &h); err != nil {
 			return fmt.Errorf("held event %q of %s is corrupt: %w", k, r.name, err)
 		}
-		c.emitJoined(msg, r, parent, &rowState{Version: h.Version, Body: h.Body})
-		c.recordRelease(r, h.Version, h.Body)
+		child := string(k[len(prefix):])
+		c.emitDerived(msg, r, parent, &rowState{Version: h.Version, Body: h.Body}, child)
+		c.recordRelease(r, h.Version, h.Body, parent, child)
 		c.del(heldBucket(r), append([]byte{}, k...))
+		c.del(heldKeyBucket(r), []byte(child))
 		return nil
 	})
 }

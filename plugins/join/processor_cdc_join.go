@@ -46,15 +46,19 @@ are written in one synced transaction (one sequential write and one fsync) befor
 are on disk before any offset of the batch can be committed. The directory is locked: a second process using it
 fails at once. A state written by an earlier odsflow (one bbolt file) is migrated at open.
 
-Batches are applied to the state one at a time (so `+"`pipeline.threads`"+` > 1 is safe for the state: per-key order
-is the input's per-partition order), while the Bloblang work of a batch (checks, keys, mappings) and the reading and
-encoding of its rows run on every core. With `+"`pipeline.threads`"+` > 1, or an output with `+"`max_in_flight`"+` > 1,
+Batches are applied to the state one at a time, while the Bloblang work of a batch (checks, keys, mappings) and the reading and
+encoding of its rows run on every core. Per-key order is the order batches are applied in: with
+`+"`pipeline.threads`"+` > 1 that holds as long as the input releases one batch per partition at a time
+(`+"`kafka_franz`"+`'s default, `+"`checkpoint_limit: 1`"+`), since a key's changes share a partition. With `+"`pipeline.threads`"+` > 1, or an output with `+"`max_in_flight`"+` > 1,
 the rows of two batches may reach the ODS in the other order: versioned upserts and deletes make that harmless,
 except a delete overtaking an older upsert of the same row, which the ODS must then refuse (a tombstone) to keep
 the row from coming back.
 
-A message that matches no table, has no key or a key that is not a string or an integer, lacks `+"`cdc_version`"+`,
-or that a mapping cannot use is passed on unchanged and marked errored with the reason; it changes no state.
+A message that matches no table, has no key or a key that is not a string or an integer (or longer than 1,024
+bytes), lacks `+"`cdc_version`"+`, or that a mapping cannot use is passed on unchanged and marked errored with the
+reason; it changes no state (the batch is applied again without it). A stored child whose row cannot be mapped when
+its parent changes (or a held event when its parent arrives) does not fail the parent's message: that one row is
+emitted as an errored copy of the parent's message, naming the child, and the rest goes on.
 `).
 		Fields(
 			service.NewStringField("state_dir").

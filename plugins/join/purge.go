@@ -95,6 +95,10 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 					if err := tx.Delete(b, k); err != nil {
 						return err
 					}
+					// Its replay record: a change this old is not replayed.
+					if err := tx.Delete(replayBucket(t), k); err != nil {
+						return err
+					}
 				}
 				for _, w := range index {
 					if err := tx.Delete(w.bucket, w.key); err != nil {

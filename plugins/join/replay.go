@@ -50,17 +50,23 @@ type replayOut struct {
 	Relation string `json:"r"`
 	// Delete: the target row's key columns (JSON).
 	Delete string `json:"d,omitempty"`
-	// A released lookup child: its version and body.
-	Version int64          `json:"v,omitempty"`
-	Body    map[string]any `json:"b,omitempty"`
+	// A released lookup child: its version and body, and the parent's it
+	// was joined with (the parent may be gone when the release is
+	// replayed).
+	Version       int64          `json:"v,omitempty"`
+	Body          map[string]any `json:"b,omitempty"`
+	ParentVersion int64          `json:"pv,omitempty"`
+	ParentBody    map[string]any `json:"pb,omitempty"`
+	ChildKey      string         `json:"k,omitempty"`
 }
 
 func (c *change) recordDelete(r *relation, keyJSON string) {
 	c.recorded = append(c.recorded, replayOut{Relation: r.name, Delete: keyJSON})
 }
 
-func (c *change) recordRelease(r *relation, version int64, body map[string]any) {
-	c.recorded = append(c.recorded, replayOut{Relation: r.name, Version: version, Body: body})
+func (c *change) recordRelease(r *relation, version int64, body map[string]any, parent *rowState, childKey string) {
+	c.recorded = append(c.recorded, replayOut{Relation: r.name, Version: version, Body: body,
+		ParentVersion: parent.Version, ParentBody: parent.Body, ChildKey: childKey})
 }
 
 func (s *state) replayEntries(t *table, key string) ([]replayEntry, bool, error) {
@@ -93,10 +99,14 @@ func (j *join) replay(c *change, msg *service.Message, entries []replayEntry, ve
 				}
 				continue
 			}
-			if parent == nil || parent.Deleted {
-				continue
+			joined := parent
+			if o.ParentBody != nil {
+				joined = &rowState{Version: o.ParentVersion, Body: o.ParentBody}
 			}
-			c.emitJoined(msg, r, parent, &rowState{Version: o.Version, Body: o.Body})
+			if joined == nil || joined.Deleted {
+				continue // a record of an earlier build, without its parent
+			}
+			c.emitDerived(msg, r, joined, &rowState{Version: o.Version, Body: o.Body}, o.ChildKey)
 		}
 	}
 	return nil

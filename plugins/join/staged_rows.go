@@ -12,23 +12,32 @@ import (
 
 type stagedRow struct {
 	src    int // the message that wrote it last
-	bucket string
+	// bodySrc: the message whose body the row holds (-1: a body read from
+	// the state, which encoded before): an encoding failure is its fault.
+	bodySrc int
+	bucket  string
 	key    string
 	row    *rowState
 	value  []byte
 	err    error
 }
 
-func (s *state) stageRow(src int, bucket, key string, r *rowState) {
+func (s *state) stageRow(src int, bucket, key string, r *rowState, ownBody bool) {
 	if s.staged == nil {
 		s.staged = map[string]*stagedRow{}
 	}
 	ck := cacheKey(bucket, key)
 	if st := s.staged[ck]; st != nil {
 		st.src, st.row = src, r
+		if ownBody {
+			st.bodySrc = src
+		}
 		return
 	}
-	st := &stagedRow{src: src, bucket: bucket, key: key, row: r}
+	st := &stagedRow{src: src, bodySrc: -1, bucket: bucket, key: key, row: r}
+	if ownBody {
+		st.bodySrc = src
+	}
 	s.staged[ck] = st
 	s.stagedOrder = append(s.stagedOrder, st)
 }
@@ -60,7 +69,11 @@ func (s *state) flushRows() (map[int]error, error) {
 			if failed == nil {
 				failed = map[int]error{}
 			}
-			failed[st.src] = fmt.Errorf("cdc_join: encoding the state of %s %s: %w", st.bucket, st.key, st.err)
+			blame := st.bodySrc
+			if blame < 0 {
+				blame = st.src
+			}
+			failed[blame] = fmt.Errorf("cdc_join: encoding the state of %s %s: %w", st.bucket, st.key, st.err)
 			mu.Unlock()
 		}
 	}

@@ -1,6 +1,7 @@
 package join
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,22 +71,20 @@ func (s *state) truncation(t *table) (*truncation, error) {
 
 // truncate applies a TRUNCATE of t at version.
 func (j *join) truncate(s *state, src int, msg *service.Message, t *table, version int64) ([]output, error) {
-	j.truncates.Incr(1)
-	j.log.Warnf("cdc_join: TRUNCATE of %s at version %d: its rows up to that version are deleted, with the target rows they imply", t.name, version)
+	s.counts.truncates++
+	s.warnings = append(s.warnings, fmt.Sprintf("cdc_join: TRUNCATE of %s at version %d: its rows up to that version are deleted, with the target rows they imply", t.name, version))
 	c := &change{src: src}
 	var newer *truncation
-	if t.stored {
-		cur, err := s.truncation(t)
-		if err != nil {
-			return nil, err
-		}
-		// A replayed (or older) truncation changes nothing, but its outputs
-		// are emitted again: they may have been lost.
-		if cur == nil || version > cur.version {
-			tr := &truncation{version: version, at: s.now.Unix()}
-			c.writes = append(c.writes, write{bucket: truncBucket(), key: []byte(t.name), value: encodeTruncation(*tr)})
-			newer = tr
-		}
+	cur, err := s.truncation(t)
+	if err != nil {
+		return nil, err
+	}
+	// A replayed (or older) truncation changes nothing, but its outputs
+	// are emitted again: they may have been lost.
+	if cur == nil || version > cur.version {
+		tr := &truncation{version: version, at: s.now.Unix()}
+		c.writes = append(c.writes, write{bucket: truncBucket(), key: []byte(t.name), value: encodeTruncation(*tr)})
+		newer = tr
 	}
 	for _, r := range j.relations {
 		body := map[string]any{}
@@ -127,6 +126,9 @@ func dropHeldUpTo(s *state, c *change, r *relation, version int64) error {
 		}
 		if h.Version <= version {
 			c.del(heldBucket(r), append([]byte{}, k...))
+			if i := bytes.IndexByte(k, 0); i >= 0 {
+				c.del(heldKeyBucket(r), append([]byte{}, k[i+1:]...))
+			}
 		}
 		return nil
 	})

@@ -1,0 +1,148 @@
+package join
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+)
+
+// Cases found by review, each a rule of the issue that an earlier version
+// broke.
+
+func TestChangesOlderThanATruncationAreStaleEvenForUnknownKeys(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"))
+	run(t, j, ev("T_Accounts", "t", 10, `{}`), ev("T_Transactions", "t", 10, `{}`))
+	expect(t, "an account change older than the truncation, of a key never seen", run(t, j, acct("c", 5, 1, 1001, 7, "5.00")))
+	expect(t, "a transaction older than its table's truncation", run(t, j, txn("c", 6, 50, 1)))
+	expect(t, "a newer one joins", run(t, j, acct("c", 11, 1, 1001, 7, "5.00")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":11,"customer_id":7,"customer_name":"Ann L","customer_version":1}`)
+}
+
+func TestPurgeRemovesReplayRecords(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 3, 1, 1001, 7, "5.00"))
+	run(t, j, ev("T_Accounts", "d", 5, `{"id":1}`))
+	if n := count(t, j, "replay.accounts"); n != 1 {
+		t.Fatalf("%d replay records before the purge, want the delete's", n)
+	}
+	if _, err := j.purge(context.Background(), time.Now().Add(j.retention+time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, j, "replay.accounts"); n != 0 {
+		t.Errorf("%d replay records of purged keys left", n)
+	}
+}
+
+func TestAnOverlongKeyIsBadInputNotAStall(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	big := strings.Repeat("k", 40000)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := j.ProcessBatch(ctx, []*service.Message{
+		cust("c", 1, 7, "Ann"),
+		ev("T_Customers", "c", 2, fmt.Sprintf(`{"id":%q,"first_name":"x","last_name":"y"}`, big)),
+	})
+	if err != nil {
+		t.Fatalf("ProcessBatch: %v", err)
+	}
+	if len(out) != 1 || len(out[0]) != 1 || out[0][0].GetError() == nil || !strings.Contains(out[0][0].GetError().Error(), "key of 40000 bytes") {
+		t.Fatalf("outputs %v: want the overlong key's message errored", out)
+	}
+	expect(t, "the batch's other message was applied", run(t, j, acct("c", 3, 1, 1001, 7, "5.00")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":3,"customer_id":7,"customer_name":"Ann L","customer_version":1}`)
+}
+
+func TestAMessageFailingHalfwayLeavesNoTrace(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 2, 1, 1001, 7, "5.00"))
+	got := run(t, j, ev("T_Accounts", "u", 3, fmt.Sprintf(`{"id":1,"account_number":1001,"customer_id":%q,"account_balance":"5.00"}`, strings.Repeat("k", 40000))))
+	if len(got) != 1 || !strings.HasPrefix(got[0], "ERROR: ") {
+		t.Fatalf("a move to an overlong parent key: %v", got)
+	}
+	expect(t, "account 1 is still customer 7's", run(t, j, cust("u", 4, 7, "Anna")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":2,"customer_id":7,"customer_name":"Anna L","customer_version":4}`)
+}
+
+func TestAReplayedReleaseSurvivesItsParentsDelete(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, txn("c", 1, 50, 1)) // held
+	batch := func() []*service.Message {
+		return []*service.Message{acct("c", 2, 1, 1001, 7, "5.00"), ev("T_Accounts", "d", 3, `{"id":1}`)}
+	}
+	release := tx + `{"account_number":"1001","customer_id":7,"source_version":1,"transaction_amount":"12.50","transaction_id":50}`
+	expect(t, "first delivery", run(t, j, batch()...), release)
+	expect(t, "the redelivery (outputs lost) releases it again, joined as it was", run(t, j, batch()...), release)
+}
+
+func nanAccount(v int64, id, number, customer int) *service.Message {
+	m := service.NewMessage(nil)
+	m.SetStructuredMut(map[string]any{"id": int64(id), "account_number": int64(number), "customer_id": int64(customer), "account_balance": "1.00", "score": math.NaN()})
+	m.MetaSetMut("cdc_table", "T_Accounts")
+	m.MetaSetMut("cdc_op", "c")
+	m.MetaSetMut("cdc_version", v)
+	return m
+}
+
+func TestAnUnencodableChildIsBlamedNotItsParent(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	got := run(t, j, nanAccount(3, 1, 1001, 7), cust("c", 4, 7, "Ann"))
+	expect(t, "the NaN account is errored, the customer stored", got,
+		"ERROR: cdc_join: encoding the state of row.accounts 1: json: unsupported value: NaN")
+	expect(t, "the customer is there", run(t, j, acct("c", 5, 2, 1002, 7, "1.00")),
+		ca+`{"account_balance":"1.00","account_number":"1002","account_version":5,"customer_id":7,"customer_name":"Ann L","customer_version":4}`)
+}
+
+func TestAHeldChildThatCannotBeMappedDoesNotPoisonItsParent(t *testing.T) {
+	cfg := strings.Replace(odsConfig, "root.account_balance = this.child.account_balance\n", "root.account_balance = this.child.account_balance.number()\n", 1)
+	if cfg == odsConfig {
+		t.Fatal("the test config changed: no account_balance line")
+	}
+	conf, err := joinSpec().ParseYAML(fmt.Sprintf(cfg, t.TempDir()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := newJoin(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close(context.Background())
+	run(t, j, acct("c", 1, 1, 1001, 7, "abc"), acct("c", 2, 2, 1002, 7, "5"))
+	got := run(t, j, cust("c", 3, 7, "Ann"))
+	if len(got) != 2 {
+		t.Fatalf("the parent arrives: %q, want the good child's row and the bad one's error", got)
+	}
+	expect(t, "the parent arrives", got,
+		ca+`{"account_balance":5,"account_number":"1002","account_version":2,"customer_id":7,"customer_name":"Ann L","customer_version":3}`,
+		got[func() int {
+			if strings.HasPrefix(got[0], "ERROR: ") {
+				return 0
+			}
+			return 1
+		}()])
+	for _, l := range got {
+		if strings.HasPrefix(l, "ERROR: ") && !strings.Contains(l, "the customer_account row of accounts 1, emitted for this change of its parent, cannot be mapped") {
+			t.Errorf("the bad row's error: %s", l)
+		}
+	}
+	expect(t, "a third child joins the stored parent", run(t, j, acct("c", 5, 3, 1003, 7, "6")),
+		ca+`{"account_balance":6,"account_number":"1003","account_version":5,"customer_id":7,"customer_name":"Ann L","customer_version":3}`)
+}
+
+func TestAHeldTransactionFollowsItsMovesAndDeletes(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, txn("c", 1, 50, 1)) // held under account 1
+	run(t, j, txn("u", 2, 50, 2)) // moved: held under account 2
+	expect(t, "account 1 arrives: nothing of 50 is held under it", run(t, j, acct("c", 3, 1, 1001, 7, "5.00")))
+	expect(t, "a delete of the held transaction", run(t, j, ev("T_Transactions", "d", 4, `{"id":50}`)),
+		`t_transaction delete {"source_version":4,"transaction_id":50}`)
+	expect(t, "account 2 arrives: nothing left to release", run(t, j, acct("c", 5, 2, 1002, 7, "5.00")))
+	if n := count(t, j, "heldkey.t_transaction") + count(t, j, "held.t_transaction"); n != 0 {
+		t.Errorf("%d held entries left", n)
+	}
+}

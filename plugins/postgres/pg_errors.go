@@ -1,0 +1,57 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// transient reports a failure that a retry of the whole transaction can
+// outlive: the connection or the server going away, contention, limits.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", // connection exception
+			"40", // transaction rollback: serialization failure, deadlock
+			"53", // insufficient resources: too many connections, disk full
+			"57": // operator intervention: admin shutdown, cannot connect now
+			return true
+		}
+		return pgErr.Code == "55P03" // lock not available
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connectErr), errors.As(err, &netErr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, context.DeadlineExceeded), pgconn.Timeout(err), pgconn.SafeToRetry(err):
+		return true
+	}
+	// A connection that died mid-statement: pgx reports it closed.
+	return isClosedConn(err)
+}
+
+func isClosedConn(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch e.Error() {
+		case "conn closed", "conn busy", "closed pool":
+			return true
+		}
+	}
+	return false
+}
+
+// rowError reports PostgreSQL refusing a row's data: a data exception
+// (22xxx: bad number, value too long, bad date) or an integrity constraint
+// violation (23xxx: not null, check, foreign key).
+func rowError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23"
+}
