@@ -58,7 +58,7 @@ type state struct {
 	stagedOrder []*stagedRow
 	// counts are added to the metrics once the batch is committed (a batch
 	// may be applied more than once).
-	counts struct{ stale, held, truncates int64 }
+	counts   struct{ stale, held, truncates int64 }
 	warnings []string
 }
 

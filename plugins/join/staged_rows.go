@@ -11,15 +11,15 @@ import (
 // core and puts it once.
 
 type stagedRow struct {
-	src    int // the message that wrote it last
+	src int // the message that wrote it last
 	// bodySrc: the message whose body the row holds (-1: a body read from
 	// the state, which encoded before): an encoding failure is its fault.
 	bodySrc int
 	bucket  string
-	key    string
-	row    *rowState
-	value  []byte
-	err    error
+	key     string
+	row     *rowState
+	value   []byte
+	err     error
 }
 
 func (s *state) stageRow(src int, bucket, key string, r *rowState, ownBody bool) {

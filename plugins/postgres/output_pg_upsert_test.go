@@ -508,4 +508,3 @@ func TestPostgresRestartLosesNothing(t *testing.T) {
 }
 
 func retriesOf(u *upsert) int64 { return u.retriesSeen.Load() }
-
