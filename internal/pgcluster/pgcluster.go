@@ -44,6 +44,10 @@ type Options struct {
 	// OSUser is the operating-system user the server runs as when the
 	// caller is root (initdb refuses root); default "postgres".
 	OSUser string
+	// Durable keeps PostgreSQL's defaults (fsync on, full page writes):
+	// for benchmarks that must pay what a real server pays per commit.
+	// Off, the throwaway cluster skips them, which tests do not need.
+	Durable bool
 }
 
 func (o *Options) setDefaults() {
@@ -239,15 +243,17 @@ func (c *Cluster) start(ctx context.Context, port int, cred *syscall.Credential)
 	}
 	// A throwaway cluster trades durability for speed: nothing here outlives
 	// the process, and tests kill clients, never the server.
-	cmd := exec.Command(filepath.Join(c.opts.BinDir, "postgres"),
+	args := []string{
 		"-D", filepath.Join(c.dir, "data"),
 		"-p", strconv.Itoa(port),
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories=",
-		"-c", "fsync=off",
-		"-c", "full_page_writes=off",
 		"-c", "max_connections=200",
-	)
+	}
+	if !c.opts.Durable {
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off")
+	}
+	cmd := exec.Command(filepath.Join(c.opts.BinDir, "postgres"), args...)
 	cmd.Dir = c.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Own process group: a terminal's Ctrl-C reaches us, not the server, so
