@@ -73,12 +73,14 @@ func cpuSeconds(b *testing.B) float64 {
 //
 //   - one-row: an INSERT … ON CONFLICT DO UPDATE … WHERE version per row,
 //     each its own transaction, one connection (the seed's JDBC batch 1);
+//
 //   - pg_upsert: batches of 5,000 through the output (one transaction per
 //     batch, reduction, COPY to temp + merge, version guard);
+//
 //   - copy: plain COPY of every row into an unlogged table without keys,
 //     the ceiling.
 //
-//	go test -run '^$' -bench PgUpsertWorkload -benchtime 1x ./plugins/postgres/
+//     go test -run '^$' -bench PgUpsertWorkload -benchtime 1x ./plugins/postgres/
 //
 // Metrics: rows/s of each, pg_upsert's ratio to each, and the machine's CPU
 // seconds per 100k rows for each.
