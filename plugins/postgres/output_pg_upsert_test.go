@@ -508,3 +508,46 @@ func TestPostgresRestartLosesNothing(t *testing.T) {
 }
 
 func retriesOf(u *upsert) int64 { return u.retriesSeen.Load() }
+
+// A table chosen by a Bloblang check, values from an args_mapping, deletes
+// from a delete_check: for configs whose messages are not cdc_join's.
+func TestCheckArgsMappingAndDeleteCheck(t *testing.T) {
+	dsn := newDB(t)
+	u := newOutput(t, fmt.Sprintf(`
+dsn: %q
+init_statement: 'CREATE TABLE kv (k text PRIMARY KEY, v int, ver bigint NOT NULL)'
+tables:
+  - name: kv
+    check: 'this.kind == "kv"'
+    args_mapping: 'root = {"k": this.key, "v": this.value, "ver": this.n}'
+    columns: [k, v, ver]
+    key_columns: [k]
+    version_columns: [ver]
+delete_check: 'this.deleted.or(false)'
+`, dsn))
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	kv := func() string {
+		rows, err := conn.Query(context.Background(), `SELECT k || '=' || v FROM kv ORDER BY k`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(got, " ")
+	}
+	write(t, u, msg("", "", `{"kind":"kv","key":"a","value":1,"n":1}`), msg("", "", `{"kind":"kv","key":"b","value":2,"n":1}`))
+	check(t, "upserts", kv(), "a=1 b=2")
+	write(t, u, msg("", "", `{"kind":"kv","key":"a","deleted":true,"n":2}`))
+	check(t, "a delete by delete_check", kv(), "b=2")
+	err = u.WriteBatch(context.Background(), service.MessageBatch{msg("", "", `{"kind":"other"}`)})
+	var berr *service.BatchError
+	if !errors.As(err, &berr) || !strings.Contains(err.Error(), "no table") {
+		t.Errorf("a message no check selects: %v", err)
+	}
+}
