@@ -39,6 +39,8 @@ type prepared struct {
 	deleted bool
 	links   []link // per relation (j.relations), where t is its child
 	err     error  // the message is bad input: errored, no state change
+	// passthrough: the message came errored; it is passed on unchanged.
+	passthrough bool
 }
 
 // link is what a child change needs of one relation.
@@ -59,9 +61,10 @@ type output struct {
 	parent, child *rowState
 	// derived: a joined row emitted for a change of another row than the
 	// child (its parent's change, a release, a replay); childKey names it.
-	derived  bool
-	childKey string
-	err      error
+	derived     bool
+	childKey    string
+	err         error
+	passthrough bool // the source message, unchanged
 }
 
 // prepare is phase 1 for one message.
@@ -73,6 +76,10 @@ func (j *join) prepare(msg *service.Message) *prepared {
 
 func (j *join) prepareInto(p *prepared) error {
 	msg := p.msg
+	if msg.GetError() != nil {
+		p.passthrough = true // an earlier processor failed it: not ours to apply
+		return nil
+	}
 	for _, cand := range j.tables {
 		// BloblangQuery (not QueryValue): checks read metadata with @.
 		res, err := msg.BloblangQuery(cand.check)
@@ -171,6 +178,10 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 		err := j.store.Update(ctx, func(tx statestore.Tx) error {
 			st = &state{tx: tx, now: time.Now(), retention: j.retention, pre: pre, written: map[string]struct{}{}}
 			for i, p := range preps {
+				if p.passthrough {
+					outs = append(outs, output{src: i, msg: p.msg, passthrough: true})
+					continue
+				}
 				if p.err != nil {
 					outs = append(outs, output{src: i, msg: p.msg, err: p.err})
 					continue
@@ -261,6 +272,9 @@ func (j *join) mapRows(outs []output) map[int]error {
 
 // message builds an output's message.
 func (j *join) message(o *output) *service.Message {
+	if o.passthrough {
+		return o.msg
+	}
 	if o.err != nil && o.derived {
 		j.errored.Incr(1)
 		m := o.msg.Copy() // the source message's other rows go on

@@ -3,6 +3,7 @@ package join
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -320,4 +321,13 @@ func TestUnencodableRowIsErrored(t *testing.T) {
 		"ERROR: cdc_join: encoding the state of row.customers 8: json: unsupported value: NaN",
 		ca+`{"account_balance":"5.00","account_number":"1001","account_version":4,"customer_id":7,"customer_name":"Ann L","customer_version":2}`)
 	expect(t, "and not stored", run(t, j, acct("c", 5, 2, 1002, 8, "1.00")))
+}
+
+// A message an earlier processor failed passes through untouched.
+func TestErroredMessagesPassThrough(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	failed := cust("c", 1, 7, "Ann")
+	failed.SetError(errors.New("decode failed"))
+	got := run(t, j, failed, acct("c", 2, 1, 1001, 7, "5.00"))
+	expect(t, "the errored customer passes, unapplied: the account is held", got, "ERROR: decode failed")
 }

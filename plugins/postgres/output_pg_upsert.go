@@ -67,6 +67,7 @@ part of the SQL text. The DSN is a secret: its password appears in no log line, 
 				service.NewStringField("statement").Description("The SQL, run in the batch's transaction; `$1` is a `text[]` of the distinct affected values.").Example("SELECT ods_schema.refresh_insights($1::text[]::int[])"),
 				service.NewStringField("column").Description("The column whose values are collected.").Example("customer_id"),
 				service.NewStringListField("tables").Description("The tables (their `name`) whose affected rows are collected: the values before and after upserts, and those of deleted rows."),
+				service.NewStringListField("args").Description("Further values bound as `$2`, `$3`, … (text): settings from the environment stay out of the SQL text.").Default([]any{}).Example([]string{"${ODS_SPENDING_TYPES:debit,withdrawal}"}),
 			).Description("Statements run after the batch's writes, in the same transaction, for the values of a column that the batch affected.").Default([]any{}),
 			service.NewIntField("max_in_flight").Description("Batches written in parallel (each in its own transaction). Above 1, batches may commit out of order: the version guards keep rows right, except that a delete can then be overtaken by an older upsert of the same row.").Default(1),
 			service.NewBatchPolicyField("batching"),
@@ -143,6 +144,7 @@ type afterBatch struct {
 	statement string
 	column    string
 	tables    []*tableConf
+	args      []string // $2…
 }
 
 func newUpsert(conf *service.ParsedConfig, mgr *service.Resources) (*upsert, error) {
@@ -232,6 +234,9 @@ func newUpsert(conf *service.ParsedConfig, mgr *service.Resources) (*upsert, err
 		}
 		if len(names) == 0 {
 			return nil, fmt.Errorf("after_batch[%d]: tables is empty", i)
+		}
+		if a.args, err = ac.FieldStringList("args"); err != nil {
+			return nil, err
 		}
 		for _, n := range names {
 			t := u.byName[n]

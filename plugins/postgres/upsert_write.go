@@ -383,7 +383,12 @@ func (u *upsert) writeOnce(ctx context.Context, pool *pgxpool.Pool, changes []*r
 		for v := range vals {
 			list = append(list, v)
 		}
-		if _, err := tx.Exec(ctx, a.statement, list); err != nil {
+		args := make([]any, 0, 1+len(a.args))
+		args = append(args, list)
+		for _, arg := range a.args {
+			args = append(args, arg)
+		}
+		if _, err := tx.Exec(ctx, a.statement, args...); err != nil {
 			return nil, fmt.Errorf("after_batch[%d]: %w", i, err)
 		}
 	}
