@@ -1,0 +1,411 @@
+// Package e2e runs config/ods.yaml — the odsflow binary, as users run it —
+// against the real servers of the dev stack: kfake, the schema registry and
+// PostgreSQL, with `simulate` traffic and its expected ODS state.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/odsflow/odsflow/internal/devstack"
+	"github.com/odsflow/odsflow/internal/simulate"
+)
+
+var (
+	binary   string // the odsflow binary, built once
+	repoRoot string
+)
+
+func TestMain(m *testing.M) {
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Join(filepath.Dir(file), "..", "..")
+	dir, err := os.MkdirTemp("", "odsflow-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "odsflow")
+	build := exec.Command("go", "build", "-o", binary, "./cmd/odsflow")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building odsflow:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one test's world: the stack, a database, topics, a group, state.
+type env struct {
+	stack *devstack.Stack
+	dsn   string
+	cfg   simulate.Config
+	vars  []string
+}
+
+func newEnv(t *testing.T, cfg simulate.Config) *env {
+	t.Helper()
+	s := devstack.ForTest(t, devstack.Config{})
+	e := &env{stack: s, dsn: s.NewDatabase(t), cfg: cfg}
+	e.vars = append(os.Environ(),
+		"KAFKA_BROKERS="+s.Brokers,
+		"SCHEMA_REGISTRY_URL="+s.RegistryURL,
+		"ODS_DSN="+e.dsn,
+		"CDC_TOPIC_PREFIX="+cfg.TopicPrefix,
+		"ODS_CONSUMER_GROUP=e2e",
+		"ODS_STATE_DIR="+filepath.Join(t.TempDir(), "state"),
+		"ODS_DLQ_TOPIC=e2e.dlq",
+	)
+	return e
+}
+
+// pipeline is a running `odsflow run config/ods.yaml`.
+type pipeline struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (e *env) start(t *testing.T) *pipeline {
+	t.Helper()
+	p := &pipeline{logs: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(binary, "run", "--log.level", "warn", "config/ods.yaml")
+	p.cmd.Dir = repoRoot
+	p.cmd.Env = e.vars
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *pipeline) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// stop asks for a clean shutdown.
+func (p *pipeline) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.kill()
+		t.Errorf("the pipeline did not stop within 30 s of SIGTERM; logs:\n%s", p.logs)
+	}
+}
+
+// readODS reads the three tables in simulate's format.
+func readODS(ctx context.Context, dsn string) (simulate.ODSState, error) {
+	var st simulate.ODSState
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return st, err
+	}
+	defer conn.Close(context.Background())
+	const ts = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`
+	rows, err := conn.Query(ctx, `SELECT customer_id, customer_name, email, mobile, account_id, account_number, account_status,
+		account_balance::text, to_char(updated_at, `+ts+`), account_version, customer_version
+		FROM ods_schema.customer_account ORDER BY account_number`)
+	if err != nil {
+		return st, err
+	}
+	if st.CustomerAccount, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (simulate.CustomerAccountRow, error) {
+		var c simulate.CustomerAccountRow
+		err := r.Scan(&c.CustomerID, &c.CustomerName, &c.Email, &c.Mobile, &c.AccountID, &c.AccountNumber, &c.AccountStatus,
+			&c.AccountBalance, &c.UpdatedAt, &c.AccountVersion, &c.CustomerVersion)
+		return c, err
+	}); err != nil {
+		return st, err
+	}
+	rows, err = conn.Query(ctx, `SELECT transaction_id, transaction_ref_number, transaction_amount::text, transaction_type,
+		account_number, to_char(transaction_date, `+ts+`), customer_id, source_version FROM ods_schema.t_transaction ORDER BY transaction_id`)
+	if err != nil {
+		return st, err
+	}
+	if st.TTransaction, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (simulate.TransactionRow, error) {
+		var x simulate.TransactionRow
+		err := r.Scan(&x.TransactionID, &x.TransactionRefNumber, &x.TransactionAmount, &x.TransactionType,
+			&x.AccountNumber, &x.TransactionDate, &x.CustomerID, &x.SourceVersion)
+		return x, err
+	}); err != nil {
+		return st, err
+	}
+	rows, err = conn.Query(ctx, `SELECT customer_id, total_balance::text, average_monthly_spending::text
+		FROM ods_schema.t_financial_insights ORDER BY customer_id`)
+	if err != nil {
+		return st, err
+	}
+	st.TFinancialInsights, err = pgx.CollectRows(rows, pgx.RowToStructByPos[simulate.InsightsRow])
+	return st, err
+}
+
+// waitExact waits until the ODS equals want, or fails with the differences.
+func (e *env) waitExact(t *testing.T, p *pipeline, want simulate.ODSState, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var got simulate.ODSState
+	var err error
+	for time.Since(start) < within {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err = readODS(ctx, e.dsn)
+		cancel()
+		if err == nil && reflect.DeepEqual(normalize(got), normalize(want)) {
+			return time.Since(start)
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("the pipeline exited; logs:\n%s", tail(p.logs.String(), 4000))
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		t.Fatalf("reading the ODS: %v", err)
+	}
+	t.Fatalf("the ODS is not the expected state after %v:\n%s\nlogs:\n%s", within, diff(got, want), tail(p.logs.String(), 4000))
+	return 0
+}
+
+func normalize(s simulate.ODSState) simulate.ODSState {
+	if s.CustomerAccount == nil {
+		s.CustomerAccount = []simulate.CustomerAccountRow{}
+	}
+	if s.TTransaction == nil {
+		s.TTransaction = []simulate.TransactionRow{}
+	}
+	if s.TFinancialInsights == nil {
+		s.TFinancialInsights = []simulate.InsightsRow{}
+	}
+	return s
+}
+
+func diff(got, want simulate.ODSState) string {
+	var out []string
+	out = append(out, diffRows("customer_account", got.CustomerAccount, want.CustomerAccount)...)
+	out = append(out, diffRows("t_transaction", got.TTransaction, want.TTransaction)...)
+	out = append(out, diffRows("t_financial_insights", got.TFinancialInsights, want.TFinancialInsights)...)
+	if len(out) > 12 {
+		out = append(out[:12], fmt.Sprintf("… and %d more", len(out)-12))
+	}
+	return strings.Join(out, "\n")
+}
+
+func diffRows[R any](table string, got, want []R) []string {
+	render := func(rows []R) map[string]bool {
+		m := map[string]bool{}
+		for _, r := range rows {
+			m[fmt.Sprintf("%+v", r)] = true
+		}
+		return m
+	}
+	g, w := render(got), render(want)
+	var out []string
+	for r := range w {
+		if !g[r] {
+			out = append(out, table+" missing: "+r)
+		}
+	}
+	for r := range g {
+		if !w[r] {
+			out = append(out, table+" extra:   "+r)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// produce runs simulate's traffic and returns the expected ODS state.
+func (e *env) produce(t *testing.T) simulate.ODSState {
+	t.Helper()
+	events, err := simulate.Plan(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := simulate.Run(ctx, e.cfg, e.stack.Brokers, e.stack.RegistryURL); err != nil {
+		t.Fatalf("simulate: %v", err)
+	}
+	return simulate.Expect(events, simulate.DefaultSpendingTypes())
+}
+
+// TestExactness: simulate traffic through the pipeline gives exactly the
+// ODS its independent model expects, row by row, for both money encodings.
+func TestExactness(t *testing.T) {
+	for _, cfg := range []simulate.Config{
+		{TopicPrefix: "dec.transactions_schema", Money: simulate.MoneyDecimal, Customers: 400, Events: 50_000, Seed: 5},
+		{TopicPrefix: "int.transactions_schema", Money: simulate.MoneyInt, Customers: 100, Events: 5_000, Seed: 6, DebeziumLayout: simulate.LayoutDebezium3},
+	} {
+		t.Run(cfg.Money, func(t *testing.T) {
+			e := newEnv(t, cfg)
+			want := e.produce(t)
+			p := e.start(t)
+			took := e.waitExact(t, p, want, 3*time.Minute)
+			t.Logf("%d events: the ODS was exact after %v (%d accounts, %d transactions, %d insights)",
+				cfg.Events, took.Round(time.Millisecond), len(want.CustomerAccount), len(want.TTransaction), len(want.TFinancialInsights))
+			p.stop(t)
+		})
+	}
+}
+
+// TestPoisonGoesToTheDeadLetterTopic: bad records mixed into the topics all
+// reach the DLQ with their reason and origin; every other row is exact.
+func TestPoisonGoesToTheDeadLetterTopic(t *testing.T) {
+	cfg := simulate.Config{TopicPrefix: "poison.transactions_schema", Money: simulate.MoneyDecimal, Customers: 60, Events: 3000, Seed: 9}
+	e := newEnv(t, cfg)
+	want := e.produce(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ids, err := simulate.Register(ctx, cfg, e.stack.RegistryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := simulate.NewEncoder(cfg, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := simulate.Plan(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var txn simulate.Event
+	for _, ev := range events {
+		if ev.Table == simulate.TableTransactions && ev.Op == simulate.OpCreate {
+			txn = ev
+		}
+	}
+	valid, err := enc.Value(txn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	liveAccount := want.CustomerAccount[0].AccountID
+	r := rand.New(rand.NewPCG(1, 2))
+	var poison []*kgo.Record
+	topics := []string{cfg.Topic(simulate.TableCustomers), cfg.Topic(simulate.TableAccounts), cfg.Topic(simulate.TableTransactions)}
+	for i := 0; i < 6; i++ {
+		topic := topics[i%3]
+		random := make([]byte, 20+r.IntN(200))
+		for j := range random {
+			random[j] = byte(r.IntN(256))
+		}
+		random[0] = 0x7f // not the magic byte: a random record
+		huge := txn
+		row := txn.After.(simulate.Transaction)
+		row.ID = 9_000_000 + int32(i)
+		row.AccountID = liveAccount
+		row.RefNumber = strings.Repeat("R", 900_000)
+		huge.ID, huge.After = row.ID, row
+		hugeValue, err := enc.Value(huge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		poison = append(poison,
+			&kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("magic-%d", i)), Value: append([]byte{0x01}, valid[1:]...)},
+			&kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("schema-%d", i)), Value: append([]byte{0, 0, 0x0f, 0x42, 0x3f}, valid[5:]...)},
+			&kgo.Record{Topic: cfg.Topic(simulate.TableTransactions), Key: []byte(fmt.Sprintf("truncated-%d", i)), Value: valid[:len(valid)/2]},
+			&kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("random-%d", i)), Value: random},
+			&kgo.Record{Topic: cfg.Topic(simulate.TableTransactions), Key: nil, Value: hugeValue},
+		)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.stack.Brokers), kgo.ProducerBatchMaxBytes(4<<20), kgo.MaxBufferedBytes(64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, poison...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	p := e.start(t)
+	e.waitExact(t, p, want, 2*time.Minute)
+
+	dlq := readDLQ(t, e.stack.Brokers, "e2e.dlq", len(poison))
+	components := map[string]int{}
+	for _, rec := range dlq {
+		h := map[string]string{}
+		for _, x := range rec.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if h["error"] == "" || h["source_topic"] == "" || h["source_offset"] == "" || h["source_partition"] == "" {
+			t.Errorf("dead letter without its reason or origin: headers %v", h)
+		}
+		components[h["error_component"]]++
+	}
+	if len(dlq) != len(poison) {
+		t.Errorf("%d dead letters, want %d", len(dlq), len(poison))
+	}
+	t.Logf("dead letters by component: %v", components)
+	if components["pg_upsert"] != 6 {
+		t.Errorf("the 900 KB transactions: %d dead letters from pg_upsert, want 6", components["pg_upsert"])
+	}
+	p.stop(t)
+}
+
+// readDLQ reads n records of the dead-letter topic (or fails after 30 s).
+func readDLQ(t *testing.T, brokers, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxBytes(64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n && ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	// Anything beyond n would be a duplicate or a wrong dead letter.
+	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	cl.PollFetches(short).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	return out
+}
