@@ -60,7 +60,9 @@ type Stack struct {
 	kafka    *kfake.Cluster
 	registry *http.Server
 	served   chan error // the registry's Serve result, once it returns
-	pg       *pgcluster.Cluster
+	// stoppedRegistry: the registry's handler while StopRegistry has it down.
+	stoppedRegistry http.Handler
+	pg              *pgcluster.Cluster
 }
 
 // PortInUseError reports a listen address taken by another process, naming
@@ -243,6 +245,39 @@ func (s *Stack) Env() []string {
 		env = append(env, "ODS_DSN="+s.PostgresDSN)
 	}
 	return env
+}
+
+// StopRegistry takes the schema registry down (its port refuses
+// connections) and StartRegistry brings it back on the same address with
+// the same schemas: for tests of clients that must outlive an outage.
+func (s *Stack) StopRegistry(ctx context.Context) error {
+	if s.registry == nil {
+		return errors.New("the registry is not running")
+	}
+	if err := s.registry.Shutdown(ctx); err != nil {
+		return fmt.Errorf("stopping registry: %w", err)
+	}
+	if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("registry: %w", err)
+	}
+	s.stoppedRegistry, s.registry = s.registry.Handler, nil
+	return nil
+}
+
+// StartRegistry serves the registry StopRegistry stopped, again.
+func (s *Stack) StartRegistry() error {
+	if s.stoppedRegistry == nil {
+		return errors.New("the registry was not stopped")
+	}
+	ln, err := listen("registry", strings.TrimPrefix(s.RegistryURL, "http://"))
+	if err != nil {
+		return err
+	}
+	s.registry = &http.Server{Handler: s.stoppedRegistry, ReadHeaderTimeout: 10 * time.Second}
+	s.stoppedRegistry = nil
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.registry.Serve(ln) }()
+	return nil
 }
 
 // Close stops every part Start started, the registry first so that no new
