@@ -28,5 +28,6 @@ func main() {
 		service.CLIOptAddCommand(devCommand()),
 		service.CLIOptAddCommand(stateCommand()),
 		service.CLIOptAddCommand(simulateCommand()),
+		service.CLIOptAddCommand(demoCommand()),
 	)
 }

@@ -200,3 +200,19 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// `odsflow demo` (what make demo runs) goes end to end and says so.
+func TestDemo(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "demo", "--customers", "30", "--events", "500")
+	cmd.Env = append(os.Environ(), asBinaryEnv+"=1")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"caught up in", "customer_account", "dead letters          0", "dashboard rows", "odsflow demo: stopped"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}

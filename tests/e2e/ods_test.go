@@ -11,19 +11,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/odsflow/odsflow/internal/devstack"
+	"github.com/odsflow/odsflow/internal/odsread"
 	"github.com/odsflow/odsflow/internal/simulate"
 )
 
@@ -133,51 +131,6 @@ func (p *pipeline) stop(t *testing.T) {
 	}
 }
 
-// readODS reads the three tables in simulate's format.
-func readODS(ctx context.Context, dsn string) (simulate.ODSState, error) {
-	var st simulate.ODSState
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return st, err
-	}
-	defer conn.Close(context.Background())
-	const ts = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`
-	rows, err := conn.Query(ctx, `SELECT customer_id, customer_name, email, mobile, account_id, account_number, account_status,
-		account_balance::text, to_char(updated_at, `+ts+`), account_version, customer_version
-		FROM ods_schema.customer_account ORDER BY account_number`)
-	if err != nil {
-		return st, err
-	}
-	if st.CustomerAccount, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (simulate.CustomerAccountRow, error) {
-		var c simulate.CustomerAccountRow
-		err := r.Scan(&c.CustomerID, &c.CustomerName, &c.Email, &c.Mobile, &c.AccountID, &c.AccountNumber, &c.AccountStatus,
-			&c.AccountBalance, &c.UpdatedAt, &c.AccountVersion, &c.CustomerVersion)
-		return c, err
-	}); err != nil {
-		return st, err
-	}
-	rows, err = conn.Query(ctx, `SELECT transaction_id, transaction_ref_number, transaction_amount::text, transaction_type,
-		account_number, to_char(transaction_date, `+ts+`), customer_id, source_version FROM ods_schema.t_transaction ORDER BY transaction_id`)
-	if err != nil {
-		return st, err
-	}
-	if st.TTransaction, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (simulate.TransactionRow, error) {
-		var x simulate.TransactionRow
-		err := r.Scan(&x.TransactionID, &x.TransactionRefNumber, &x.TransactionAmount, &x.TransactionType,
-			&x.AccountNumber, &x.TransactionDate, &x.CustomerID, &x.SourceVersion)
-		return x, err
-	}); err != nil {
-		return st, err
-	}
-	rows, err = conn.Query(ctx, `SELECT customer_id, total_balance::text, average_monthly_spending::text
-		FROM ods_schema.t_financial_insights ORDER BY customer_id`)
-	if err != nil {
-		return st, err
-	}
-	st.TFinancialInsights, err = pgx.CollectRows(rows, pgx.RowToStructByPos[simulate.InsightsRow])
-	return st, err
-}
-
 // waitExact waits until the ODS equals want, or fails with the differences.
 func (e *env) waitExact(t *testing.T, p *pipeline, want simulate.ODSState, within time.Duration) time.Duration {
 	t.Helper()
@@ -186,9 +139,9 @@ func (e *env) waitExact(t *testing.T, p *pipeline, want simulate.ODSState, withi
 	var err error
 	for time.Since(start) < within {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		got, err = readODS(ctx, e.dsn)
+		got, err = odsread.Read(ctx, e.dsn)
 		cancel()
-		if err == nil && reflect.DeepEqual(normalize(got), normalize(want)) {
+		if err == nil && odsread.Equal(got, want) {
 			return time.Since(start)
 		}
 		select {
@@ -200,56 +153,8 @@ func (e *env) waitExact(t *testing.T, p *pipeline, want simulate.ODSState, withi
 	if err != nil {
 		t.Fatalf("reading the ODS: %v", err)
 	}
-	t.Fatalf("the ODS is not the expected state after %v:\n%s\nlogs:\n%s", within, diff(got, want), tail(p.logs.String(), 4000))
+	t.Fatalf("the ODS is not the expected state after %v:\n%s\nlogs:\n%s", within, odsread.Diff(got, want), tail(p.logs.String(), 4000))
 	return 0
-}
-
-func normalize(s simulate.ODSState) simulate.ODSState {
-	if s.CustomerAccount == nil {
-		s.CustomerAccount = []simulate.CustomerAccountRow{}
-	}
-	if s.TTransaction == nil {
-		s.TTransaction = []simulate.TransactionRow{}
-	}
-	if s.TFinancialInsights == nil {
-		s.TFinancialInsights = []simulate.InsightsRow{}
-	}
-	return s
-}
-
-func diff(got, want simulate.ODSState) string {
-	var out []string
-	out = append(out, diffRows("customer_account", got.CustomerAccount, want.CustomerAccount)...)
-	out = append(out, diffRows("t_transaction", got.TTransaction, want.TTransaction)...)
-	out = append(out, diffRows("t_financial_insights", got.TFinancialInsights, want.TFinancialInsights)...)
-	if len(out) > 12 {
-		out = append(out[:12], fmt.Sprintf("… and %d more", len(out)-12))
-	}
-	return strings.Join(out, "\n")
-}
-
-func diffRows[R any](table string, got, want []R) []string {
-	render := func(rows []R) map[string]bool {
-		m := map[string]bool{}
-		for _, r := range rows {
-			m[fmt.Sprintf("%+v", r)] = true
-		}
-		return m
-	}
-	g, w := render(got), render(want)
-	var out []string
-	for r := range w {
-		if !g[r] {
-			out = append(out, table+" missing: "+r)
-		}
-	}
-	for r := range g {
-		if !w[r] {
-			out = append(out, table+" extra:   "+r)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 func tail(s string, n int) string {
@@ -421,7 +326,7 @@ func TestCrashes(t *testing.T) {
 	want := e.produce(t)
 	r := rand.New(rand.NewPCG(13, 5))
 	rowsNow := func() int {
-		got, err := readODS(context.Background(), e.dsn)
+		got, err := odsread.Read(context.Background(), e.dsn)
 		if err != nil {
 			return 0 // the schema may not exist yet
 		}
@@ -496,7 +401,7 @@ func TestRegistryOutage(t *testing.T) {
 	}
 	p := e.start(t)
 	time.Sleep(10 * time.Second)
-	if got, err := readODS(ctx, e.dsn); err == nil && len(got.CustomerAccount) > 0 {
+	if got, err := odsread.Read(ctx, e.dsn); err == nil && len(got.CustomerAccount) > 0 {
 		t.Fatalf("rows written while the registry was down: %d", len(got.CustomerAccount))
 	}
 	if err := e.stack.StartRegistry(); err != nil {
