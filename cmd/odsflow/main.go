@@ -29,5 +29,6 @@ func main() {
 		service.CLIOptAddCommand(stateCommand()),
 		service.CLIOptAddCommand(simulateCommand()),
 		service.CLIOptAddCommand(demoCommand()),
+		service.CLIOptAddCommand(dlqCommand()),
 	)
 }

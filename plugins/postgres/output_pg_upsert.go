@@ -166,6 +166,11 @@ func newUpsert(conf *service.ParsedConfig, mgr *service.Resources) (*upsert, err
 	if strings.TrimSpace(u.dsn) == "" {
 		return nil, errors.New("dsn is empty")
 	}
+	if _, err := pgxpool.ParseConfig(u.dsn); err != nil {
+		// pgx's error quotes the DSN, redacting the password only on a
+		// best-effort basis: say nothing of its text.
+		return nil, errors.New("dsn: not a PostgreSQL connection string pgx can read (its text is not shown: it may hold a password)")
+	}
 	tconfs, err := conf.FieldObjectList("tables")
 	if err != nil {
 		return nil, err
@@ -298,7 +303,7 @@ func (u *upsert) Connect(ctx context.Context) error {
 	}
 	pc, err := pgxpool.ParseConfig(u.dsn)
 	if err != nil {
-		return fmt.Errorf("pg_upsert: dsn: %w", err) // pgconn redacts the password
+		return errors.New("pg_upsert: dsn: cannot be read") // checked at construction; never quote it
 	}
 	pc.MaxConns = u.poolConf.maxConns
 	pc.MaxConnLifetime = u.poolConf.maxLifetime

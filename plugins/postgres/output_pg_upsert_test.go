@@ -448,10 +448,18 @@ tables: [{name: t, columns: [a], key_columns: [a]}]
 	if strings.Contains(err.Error(), "sup3rs3cret") {
 		t.Errorf("the connect error shows the password: %v", err)
 	}
-	parsed, _ = upsertSpec().ParseYAML("dsn: 'postgres://odsuser:sup3rs3cret@127.0.0.1:notaport/ods'\ntables: [{name: t, columns: [a], key_columns: [a]}]", nil)
-	u, _ = newUpsert(parsed, service.MockResources())
-	if err := u.Connect(context.Background()); err == nil || strings.Contains(err.Error(), "sup3rs3cret") {
-		t.Errorf("a bad DSN's error: %v", err)
+	for _, dsn := range []string{
+		"postgres://odsuser:sup3rs3cret@127.0.0.1:notaport/ods",
+		"host=127.0.0.1 port=x password = sup3rs3cret user=u",
+		"host=127.0.0.1 port=x password= sup3rs3cret",
+	} {
+		parsed, err := upsertSpec().ParseYAML(fmt.Sprintf("dsn: %q\ntables: [{name: t, columns: [a], key_columns: [a]}]", dsn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newUpsert(parsed, service.MockResources()); err == nil || strings.Contains(err.Error(), "sup3rs3cret") {
+			t.Errorf("the error of a DSN that cannot be read: %v", err)
+		}
 	}
 }
 

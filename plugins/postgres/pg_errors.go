@@ -19,7 +19,9 @@ func transient(err error) bool {
 			"40", // transaction rollback: serialization failure, deadlock
 			"53", // insufficient resources: too many connections, disk full
 			"57": // operator intervention: admin shutdown, cannot connect now
-			return true
+			// …but not a statement timeout (57014): the same batch would
+			// time out again.
+			return pgErr.Code != "57014"
 		}
 		return pgErr.Code == "55P03" // lock not available
 	}
@@ -53,5 +55,8 @@ func rowError(err error) bool {
 	if !errors.As(err, &pgErr) {
 		return false
 	}
-	return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23"
+	// 21000: "ON CONFLICT DO UPDATE command cannot affect row a second
+	// time", two changes of one key the reduction took for two: bisecting
+	// separates them.
+	return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23" || pgErr.Code == "21000"
 }

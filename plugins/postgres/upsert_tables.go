@@ -38,11 +38,12 @@ type tableConf struct {
 	collect  []string // after_batch columns
 
 	// From the catalog, at connect.
-	types map[string]string // column → SQL type, without modifier
+	types map[string]colType
 
 	upTemp, delTemp string   // temporary tables (names in pg_temp)
 	delColumns      []string // keys then versions
 	createTemps     string
+	copyUp, copyDel string
 	mergeSQL        string
 	deleteSQL       string
 }
@@ -119,23 +120,30 @@ func parseTable(i int, tc *service.ParsedConfig) (*tableConf, error) {
 	return t, nil
 }
 
+// colType is what the catalog says of a column.
+type colType struct {
+	full     string // format_type with the modifier: varchar(8), numeric(20,2), char(3)[]
+	category byte   // pg_type.typcategory: 'A' array, 'N' numeric, 'D' date/time, …
+	name     string // pg_type.typname: int4, uuid, jsonb, _int4, …
+}
+
+func (c colType) json() bool { return c.name == "json" || c.name == "jsonb" }
+
 // load reads the column types from the catalog and builds the SQL.
 func (t *tableConf) load(ctx context.Context, conn *pgx.Conn) error {
-	// The type without its modifier: an explicit cast to varchar(8) would
-	// cut a longer value silently, where the assignment to the column
-	// refuses it (22001), as it should.
-	rows, err := conn.Query(ctx, `SELECT a.attname, format_type(a.atttypid, NULL)
-		FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`, t.ident.Sanitize())
+	rows, err := conn.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), ty.typcategory, ty.typname
+		FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`, t.ident.Sanitize())
 	if err != nil {
 		return fmt.Errorf("pg_upsert: table %s: %w", t.name, err)
 	}
-	t.types = map[string]string{}
+	t.types = map[string]colType{}
 	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
+		var name, full, category, typname string
+		if err := rows.Scan(&name, &full, &category, &typname); err != nil {
 			return fmt.Errorf("pg_upsert: table %s: %w", t.name, err)
 		}
-		t.types[name] = typ
+		t.types[name] = colType{full: full, category: category[0], name: typname}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("pg_upsert: table %s: %w", t.name, err)
@@ -151,29 +159,38 @@ func (t *tableConf) load(ctx context.Context, conn *pgx.Conn) error {
 
 func q(name string) string { return pgx.Identifier{name}.Sanitize() }
 
-// cast is s.col converted from the temporary table's text to the column's type.
-func (t *tableConf) cast(alias, col string) string {
-	return alias + "." + q(col) + "::" + t.types[col]
-}
-
+// The temporary tables have the target's column types, modifiers included,
+// and values reach them by COPY in text form: each is read by its type's
+// own input function, so a value the column refuses (too long for
+// varchar(8) or char(6), not a number, a malformed array) is a data
+// exception of its row, never cut or rounded silently by a cast.
 func (t *tableConf) build() {
 	target := t.ident.Sanitize()
 	t.upTemp = "odsflow_up_" + strconv.Itoa(t.index)
 	t.delTemp = "odsflow_del_" + strconv.Itoa(t.index)
-	textCols := func(cols []string) string {
+	typedCols := func(cols []string) string {
 		parts := make([]string, len(cols))
 		for i, c := range cols {
-			parts[i] = q(c) + " text"
+			parts[i] = q(c) + " " + t.types[c].full
 		}
 		return strings.Join(parts, ", ")
 	}
-	t.createTemps = "CREATE TEMP TABLE IF NOT EXISTS " + q(t.upTemp) + " (" + textCols(t.columns) + ") ON COMMIT DELETE ROWS; " +
-		"CREATE TEMP TABLE IF NOT EXISTS " + q(t.delTemp) + " (" + textCols(t.delColumns) + ") ON COMMIT DELETE ROWS"
+	quoted := func(cols []string) string {
+		parts := make([]string, len(cols))
+		for i, c := range cols {
+			parts[i] = q(c)
+		}
+		return strings.Join(parts, ", ")
+	}
+	t.createTemps = "CREATE TEMP TABLE IF NOT EXISTS " + q(t.upTemp) + " (" + typedCols(t.columns) + ") ON COMMIT DELETE ROWS; " +
+		"CREATE TEMP TABLE IF NOT EXISTS " + q(t.delTemp) + " (" + typedCols(t.delColumns) + ") ON COMMIT DELETE ROWS"
+	t.copyUp = "COPY pg_temp." + q(t.upTemp) + " (" + quoted(t.columns) + ") FROM STDIN"
+	t.copyDel = "COPY pg_temp." + q(t.delTemp) + " (" + quoted(t.delColumns) + ") FROM STDIN"
 
 	keyMatch := func(alias string) string {
 		parts := make([]string, len(t.keys))
 		for i, k := range t.keys {
-			parts[i] = "t." + q(k) + " = " + t.cast(alias, k)
+			parts[i] = "t." + q(k) + " = " + alias + "." + q(k)
 		}
 		return strings.Join(parts, " AND ")
 	}
@@ -188,33 +205,26 @@ func (t *tableConf) build() {
 		return " RETURNING " + strings.Join(parts, ", ")
 	}
 
-	// Upserts.
-	cols := make([]string, len(t.columns))
-	sel := make([]string, len(t.columns))
+	// Upserts. The guard treats a stored NULL version as older than any
+	// (IS NOT FALSE), so such a row can still be brought up to date.
 	var set []string
 	isKey := map[string]bool{}
 	for _, k := range t.keys {
 		isKey[k] = true
 	}
-	for i, c := range t.columns {
-		cols[i] = q(c)
-		sel[i] = t.cast("s", c)
+	for _, c := range t.columns {
 		if !isKey[c] {
 			set = append(set, q(c)+" = EXCLUDED."+q(c))
 		}
 	}
-	keyCols := make([]string, len(t.keys))
-	for i, k := range t.keys {
-		keyCols[i] = q(k)
-	}
-	insert := "INSERT INTO " + target + " AS t (" + strings.Join(cols, ", ") + ") SELECT " + strings.Join(sel, ", ") +
-		" FROM pg_temp." + q(t.upTemp) + " s ON CONFLICT (" + strings.Join(keyCols, ", ") + ") "
+	insert := "INSERT INTO " + target + " AS t (" + quoted(t.columns) + ") SELECT " + quoted(t.columns) +
+		" FROM pg_temp." + q(t.upTemp) + " ON CONFLICT (" + quoted(t.keys) + ") "
 	if len(set) == 0 {
 		insert += "DO NOTHING"
 	} else {
 		insert += "DO UPDATE SET " + strings.Join(set, ", ")
 		if len(t.versions) > 0 {
-			insert += " WHERE " + t.versionRow("t.") + " <= " + t.versionRow("EXCLUDED.")
+			insert += " WHERE (" + t.versionRow("t.") + " <= " + t.versionRow("EXCLUDED.") + ") IS NOT FALSE"
 		}
 	}
 	if len(t.collect) == 0 {
@@ -231,16 +241,11 @@ func (t *tableConf) build() {
 			"SELECT false, * FROM prev UNION ALL SELECT true, * FROM up"
 	}
 
-	// Deletes: guarded unless the delete carries no version.
+	// Deletes: guarded by their versions; one without versions (NULL)
+	// deletes whatever the row's.
 	del := "DELETE FROM " + target + " AS t USING pg_temp." + q(t.delTemp) + " d WHERE " + keyMatch("d")
 	if len(t.versions) > 0 {
-		nulls := make([]string, len(t.versions))
-		casts := make([]string, len(t.versions))
-		for i, v := range t.versions {
-			nulls[i] = "d." + q(v) + " IS NULL"
-			casts[i] = t.cast("d", v)
-		}
-		del += " AND ((" + strings.Join(nulls, " AND ") + ") OR " + t.versionRow("t.") + " <= ROW(" + strings.Join(casts, ", ") + "))"
+		del += " AND (" + t.versionRow("t.") + " <= " + t.versionRow("d.") + ") IS NOT FALSE"
 	}
 	t.deleteSQL = del + returning()
 }
@@ -261,7 +266,7 @@ func (t *tableConf) truncateSQL(cols []string) string {
 	if len(cols) > 0 {
 		conds := make([]string, len(cols))
 		for i, c := range cols {
-			conds[i] = "t." + q(c) + " <= ($" + strconv.Itoa(i+1) + "::text)::" + t.types[c]
+			conds[i] = "t." + q(c) + " <= ($" + strconv.Itoa(i+1) + "::text)::" + t.types[c].full
 		}
 		sql += " WHERE " + strings.Join(conds, " AND ")
 	}

@@ -1,12 +1,14 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"strconv"
 	"strings"
 	"time"
@@ -102,7 +104,7 @@ func (u *upsert) prepareChange(idx int, msg *service.Message) (*rowChange, error
 			if !contains(t.versions, col) {
 				return nil, fmt.Errorf("pg_upsert: truncate of %s: %q is not a version column", t.name, col)
 			}
-			s, err := textOf(v)
+			s, err := textFor(v, t.types[col])
 			if err != nil || s == nil {
 				return nil, fmt.Errorf("pg_upsert: truncate of %s: version %s: want a value, got %v", t.name, col, v)
 			}
@@ -133,7 +135,7 @@ func (u *upsert) prepareChange(idx int, msg *service.Message) (*rowChange, error
 		if i > 0 {
 			key.WriteByte(0)
 		}
-		key.WriteString(*v)
+		key.WriteString(canonicalKey(*v, t.types[k]))
 	}
 	c.key = key.String()
 	return c, nil
@@ -159,7 +161,7 @@ func colsOf(t *tableConf, op byte) []string {
 func values(t *tableConf, row map[string]any, cols []string) ([]*string, error) {
 	out := make([]*string, len(cols))
 	for i, c := range cols {
-		s, err := textOf(row[c])
+		s, err := textFor(row[c], t.types[c])
 		if err != nil {
 			return nil, fmt.Errorf("pg_upsert: %s.%s: %w", t.name, c, err)
 		}
@@ -179,9 +181,74 @@ func indexOf(list []string, s string) int {
 	return -1
 }
 
-// textOf renders a value as PostgreSQL's text input for it; the merge
-// statements cast it to the column's type, so a value the type refuses is
-// a data exception (22xxx) of its row. nil: NULL.
+// textFor renders a value as the text input of a column of type typ: JSON
+// for json/jsonb (a string is taken as JSON text already, as Debezium
+// sends json columns), an array literal for arrays, else textOf.
+func textFor(v any, typ colType) (*string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if typ.json() {
+		if s, ok := v.(string); ok {
+			return &s, nil
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("value of type %T: %w", v, err)
+		}
+		s := string(b)
+		return &s, nil
+	}
+	if typ.category == 'A' {
+		if list, ok := v.([]any); ok {
+			var b strings.Builder
+			if err := arrayLiteral(&b, list); err != nil {
+				return nil, err
+			}
+			s := b.String()
+			return &s, nil
+		}
+	}
+	return textOf(v)
+}
+
+// arrayLiteral writes list as a PostgreSQL array literal: {"a","b",NULL}.
+func arrayLiteral(b *strings.Builder, list []any) error {
+	b.WriteByte('{')
+	for i, e := range list {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if inner, ok := e.([]any); ok {
+			if err := arrayLiteral(b, inner); err != nil {
+				return err
+			}
+			continue
+		}
+		s, err := textOf(e)
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			b.WriteString("NULL")
+			continue
+		}
+		b.WriteByte('"')
+		for _, r := range *s {
+			if r == '"' || r == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteRune(r)
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return nil
+}
+
+// textOf renders a value as PostgreSQL's text input for it; the column's
+// input function reads it (COPY), so a value the type refuses is a data
+// exception (22xxx) of its row. nil: NULL.
 func textOf(v any) (*string, error) {
 	var s string
 	switch x := v.(type) {
@@ -218,7 +285,7 @@ func textOf(v any) (*string, error) {
 	case float32:
 		s = strconv.FormatFloat(float64(x), 'f', -1, 32)
 	case time.Time:
-		s = x.Format(time.RFC3339Nano)
+		s = x.UTC().Format(time.RFC3339Nano) // a timestamp without time zone gets the UTC wall clock
 	case []byte:
 		s = `\x` + hex.EncodeToString(x)
 	default:
@@ -274,6 +341,9 @@ func (u *upsert) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 		}
 		if !transient(err) {
 			return fmt.Errorf("pg_upsert: %w", err)
+		}
+		if pool = u.currentPool(); pool == nil {
+			return service.ErrNotConnected // closed meanwhile
 		}
 		u.metrics.retries.Incr(1)
 		u.retriesSeen.Add(1)
@@ -358,6 +428,12 @@ func (u *upsert) writeOnce(ctx context.Context, pool *pgxpool.Pool, changes []*r
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }() // after Commit: a no-op
+	delete(conn.Conn().PgConn().CustomData(), dirtyTemps) // a new transaction: every temp table is empty
+	// A deferred constraint would only fail at COMMIT, where no row can be
+	// told from the others: check every constraint at its statement.
+	if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL IMMEDIATE"); err != nil {
+		return nil, err
+	}
 	res := newWriteResult()
 	if bisect {
 		if err := u.applyBisect(ctx, tx, changes, res); err != nil {
@@ -509,48 +585,123 @@ func reduce(t *tableConf, changes []*rowChange) (ups, dels []*rowChange) {
 	return ups, dels
 }
 
-// compareVersions compares two changes' versions, numerically when both
-// are integers; a delete without versions counts as newest.
+// compareVersions compares two changes' versions as their column types
+// order them (numbers as numbers, timestamps as instants). A change
+// without versions (a delete) compares equal: the later one wins, as it
+// would applied in order.
 func compareVersions(t *tableConf, a, b *rowChange) int {
 	for _, v := range t.versions {
 		av, bv := a.vals[indexOf(colsOf(t, a.op), v)], b.vals[indexOf(colsOf(t, b.op), v)]
-		switch {
-		case av == nil && bv == nil:
-			continue
-		case av == nil:
-			return 1
-		case bv == nil:
-			return -1
+		if av == nil || bv == nil {
+			return 0
 		}
-		ai, aerr := strconv.ParseInt(*av, 10, 64)
-		bi, berr := strconv.ParseInt(*bv, 10, 64)
-		if aerr == nil && berr == nil {
-			if ai != bi {
-				if ai < bi {
-					return -1
-				}
-				return 1
-			}
-			continue
-		}
-		if c := strings.Compare(*av, *bv); c != 0 {
+		if c := compareTyped(*av, *bv, t.types[v]); c != 0 {
 			return c
 		}
 	}
 	return 0
 }
 
-func rowsOf(changes []*rowChange) pgx.CopyFromSource {
-	return pgx.CopyFromSlice(len(changes), func(i int) ([]any, error) {
-		vals := changes[i].vals
-		row := make([]any, len(vals))
-		for j, v := range vals {
-			if v != nil {
-				row[j] = *v
+func compareTyped(a, b string, typ colType) int {
+	switch typ.category {
+	case 'N':
+		ar, aok := new(big.Rat).SetString(strings.TrimSpace(a))
+		br, bok := new(big.Rat).SetString(strings.TrimSpace(b))
+		if aok && bok {
+			return ar.Cmp(br)
+		}
+	case 'D':
+		at, aerr := parseTime(a)
+		bt, berr := parseTime(b)
+		if aerr == nil && berr == nil {
+			return at.Compare(bt)
+		}
+	}
+	return strings.Compare(a, b)
+}
+
+var timeLayouts = []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999", "2006-01-02"}
+
+func parseTime(s string) (time.Time, error) {
+	var err error
+	for _, l := range timeLayouts {
+		var t time.Time
+		if t, err = time.Parse(l, strings.TrimSpace(s)); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, err
+}
+
+// canonicalKey is a key value as its type compares it, so that two
+// spellings of one key ("01" and "1" for an integer, a UUID in either
+// case) are one key to the reduction, as they are to ON CONFLICT.
+func canonicalKey(v string, typ colType) string {
+	switch {
+	case typ.category == 'N':
+		if r, ok := new(big.Rat).SetString(strings.TrimSpace(v)); ok {
+			return r.RatString()
+		}
+	case typ.name == "uuid":
+		return strings.ToLower(strings.ReplaceAll(strings.Trim(strings.TrimSpace(v), "{}"), "-", ""))
+	}
+	return v
+}
+
+// dirtyTemps is the key, in a connection's CustomData, of the temporary
+// tables its current transaction has filled: commit empties them (ON
+// COMMIT DELETE ROWS), so one is emptied by hand only when a transaction
+// fills it again (a truncate splitting a table's changes, bisecting).
+// DELETE, not TRUNCATE: a TRUNCATE per savepoint makes each next one slower.
+const dirtyTemps = "odsflow_pg_upsert_dirty"
+
+func emptyTemp(ctx context.Context, tx pgx.Tx, temp string) error {
+	dirty, _ := tx.Conn().PgConn().CustomData()[dirtyTemps].(map[string]bool)
+	if dirty == nil {
+		dirty = map[string]bool{}
+		tx.Conn().PgConn().CustomData()[dirtyTemps] = dirty
+	}
+	if dirty[temp] {
+		if _, err := tx.Exec(ctx, "DELETE FROM pg_temp."+q(temp)); err != nil {
+			return err
+		}
+	}
+	dirty[temp] = true
+	return nil
+}
+
+// copyText sends the changes' values with COPY … FROM STDIN in text
+// format (tab-separated, \N for NULL).
+func copyText(ctx context.Context, tx pgx.Tx, sql string, changes []*rowChange) error {
+	var b bytes.Buffer
+	for _, c := range changes {
+		for j, v := range c.vals {
+			if j > 0 {
+				b.WriteByte('\t')
+			}
+			if v == nil {
+				b.WriteString(`\N`)
+				continue
+			}
+			for i := 0; i < len(*v); i++ {
+				switch ch := (*v)[i]; ch {
+				case '\\':
+					b.WriteString(`\\`)
+				case '\t':
+					b.WriteString(`\t`)
+				case '\n':
+					b.WriteString(`\n`)
+				case '\r':
+					b.WriteString(`\r`)
+				default:
+					b.WriteByte(ch)
+				}
 			}
 		}
-		return row, nil
-	})
+		b.WriteByte('\n')
+	}
+	_, err := tx.Conn().PgConn().CopyFrom(ctx, &b, sql)
+	return err
 }
 
 func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, changes []*rowChange, res *writeResult) error {
@@ -559,7 +710,10 @@ func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, chan
 	}
 	ups, dels := reduce(t, changes)
 	if len(dels) > 0 {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"pg_temp", t.delTemp}, t.delColumns, rowsOf(dels)); err != nil {
+		if err := emptyTemp(ctx, tx, t.delTemp); err != nil {
+			return err
+		}
+		if err := copyText(ctx, tx, t.copyDel, dels); err != nil {
 			return fmt.Errorf("%s: copying deletes: %w", t.name, err)
 		}
 		n, err := u.collectRows(ctx, tx, t, t.deleteSQL, nil, res, nil)
@@ -568,12 +722,12 @@ func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, chan
 		}
 		res.deleted += n
 		res.refused += int64(len(dels)) - n
-		if _, err := tx.Exec(ctx, "TRUNCATE pg_temp."+q(t.delTemp)); err != nil {
-			return err
-		}
 	}
 	if len(ups) > 0 {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"pg_temp", t.upTemp}, t.columns, rowsOf(ups)); err != nil {
+		if err := emptyTemp(ctx, tx, t.upTemp); err != nil {
+			return err
+		}
+		if err := copyText(ctx, tx, t.copyUp, ups); err != nil {
 			return fmt.Errorf("%s: copying upserts: %w", t.name, err)
 		}
 		var n int64
@@ -589,9 +743,6 @@ func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, chan
 		}
 		res.written += n
 		res.refused += int64(len(ups)) - n
-		if _, err := tx.Exec(ctx, "TRUNCATE pg_temp."+q(t.upTemp)); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/urfave/cli/v2"
+)
+
+// dlqHeaders are the headers config/ods.yaml adds to a dead letter; a
+// replay strips them and keeps the record's own.
+var dlqHeaders = map[string]bool{
+	"error": true, "error_component": true, "source_topic": true,
+	"source_partition": true, "source_offset": true, "dlq_key": true,
+}
+
+func dlqCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dlq",
+		Usage: "Work with the dead-letter topic",
+		Subcommands: []*cli.Command{{
+			Name:  "replay",
+			Usage: "Re-publish dead letters to their source topics (after a fix)",
+			Description: `Reads the dead-letter topic from where the replay group left off up to its
+end when the command starts, and produces each record to the topic named by its
+source_topic header, with its original key, value and headers (the dead-letter
+headers removed). Offsets are committed after the records are acknowledged, so
+a second replay does not re-publish them. A record without source_topic is
+skipped and counted.`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "from", Usage: "the dead-letter topic", EnvVars: []string{"ODS_DLQ_TOPIC"}, Value: "odsflow.dlq"},
+				&cli.StringFlag{Name: "brokers", Usage: "Kafka seed brokers, comma-separated", EnvVars: []string{"KAFKA_BROKERS"}, Value: "localhost:9092"},
+				&cli.StringFlag{Name: "group", Usage: "consumer group of replays", Value: "odsflow-dlq-replay"},
+				&cli.BoolFlag{Name: "dry-run", Usage: "list what would be replayed, produce and commit nothing"},
+			},
+			Action: func(c *cli.Context) error {
+				ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				err := replayDLQ(ctx, dlqOptions{from: c.String("from"), brokers: strings.Split(c.String("brokers"), ","), group: c.String("group"), dryRun: c.Bool("dry-run")}, os.Stdout)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "odsflow dlq replay: %v\n", err)
+					return cli.Exit("", 1)
+				}
+				return nil
+			},
+		}},
+	}
+}
+
+type dlqOptions struct {
+	from    string
+	brokers []string
+	group   string
+	dryRun  bool
+}
+
+func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(o.brokers...))
+	if err != nil {
+		return err
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	ends, err := adm.ListEndOffsets(ctx, o.from)
+	if err != nil {
+		return fmt.Errorf("reading the end of %s: %w", o.from, err)
+	}
+	if err := ends.Error(); err != nil {
+		return fmt.Errorf("reading the end of %s: %w", o.from, err)
+	}
+	committed, err := adm.FetchOffsets(ctx, o.group)
+	if err != nil {
+		return fmt.Errorf("reading the offsets of group %s: %w", o.group, err)
+	}
+	// What is left to replay: per partition, from the committed offset (or
+	// the start) to the end now.
+	remaining := map[int32][2]int64{}
+	total := int64(0)
+	ends.Each(func(e kadm.ListedOffset) {
+		from := int64(0)
+		if c, ok := committed.Lookup(o.from, e.Partition); ok && c.Err == nil && c.At >= 0 {
+			from = c.At
+		}
+		if from < e.Offset {
+			remaining[e.Partition] = [2]int64{from, e.Offset}
+			total += e.Offset - from
+		}
+	})
+	if total == 0 {
+		fmt.Fprintf(out, "odsflow dlq replay: nothing to replay in %s\n", o.from)
+		return nil
+	}
+	offsets := map[string]map[int32]kgo.Offset{o.from: {}}
+	for p, r := range remaining {
+		offsets[o.from][p] = kgo.NewOffset().At(r[0])
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(o.brokers...), kgo.ConsumePartitions(offsets),
+		kgo.FetchMaxBytes(64<<20), kgo.ProducerBatchMaxBytes(16<<20), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	var replayed, skipped int64
+	perTopic := map[string]int{}
+	next := map[int32]int64{}
+	for p, r := range remaining {
+		next[p] = r[0]
+	}
+	done := func() bool {
+		for p, r := range remaining {
+			if next[p] < r[1] {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = errors.Join(ferr, err) })
+		if ferr != nil {
+			return fmt.Errorf("reading %s: %w", o.from, ferr)
+		}
+		var batch []*kgo.Record
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset >= remaining[r.Partition][1] {
+				return // arrived after the replay started: the next replay's
+			}
+			next[r.Partition] = r.Offset + 1
+			target := ""
+			var headers []kgo.RecordHeader
+			for _, h := range r.Headers {
+				if h.Key == "source_topic" {
+					target = string(h.Value)
+				}
+				if !dlqHeaders[h.Key] {
+					headers = append(headers, h)
+				}
+			}
+			if target == "" {
+				skipped++
+				return
+			}
+			perTopic[target]++
+			batch = append(batch, &kgo.Record{Topic: target, Key: r.Key, Value: r.Value, Headers: headers})
+		})
+		if !o.dryRun && len(batch) > 0 {
+			if err := cl.ProduceSync(ctx, batch...).FirstErr(); err != nil {
+				return fmt.Errorf("re-publishing: %w", err)
+			}
+		}
+		replayed += int64(len(batch))
+	}
+	if !o.dryRun {
+		commit := kadm.Offsets{}
+		for p := range remaining {
+			commit.AddOffset(o.from, p, next[p], -1)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		resp, err := adm.CommitOffsets(cctx, o.group, commit)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("committing the replay's offsets (the records were re-published; a second replay would repeat them): %w", err)
+		}
+	}
+	var topics []string
+	for t, n := range perTopic {
+		topics = append(topics, fmt.Sprintf("%s: %d", t, n))
+	}
+	sort.Strings(topics)
+	verb := "re-published"
+	if o.dryRun {
+		verb = "would re-publish"
+	}
+	fmt.Fprintf(out, "odsflow dlq replay: %s %d dead letters from %s (%s); %d without a source_topic skipped\n",
+		verb, replayed, o.from, strings.Join(topics, ", "), skipped)
+	return nil
+}

@@ -1,0 +1,160 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redpanda-data/benthos/v4/public/service"
+)
+
+// Cases found by review: each a way an earlier version lost or bent data.
+
+func setupTable(t *testing.T, ddl, tables string) (*upsert, *pgx.Conn) {
+	t.Helper()
+	dsn := newDB(t)
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if _, err := conn.Exec(context.Background(), ddl); err != nil {
+		t.Fatal(err)
+	}
+	return newOutput(t, fmt.Sprintf("dsn: %q\nretry: {initial_interval: 10ms, max_interval: 50ms}\n%s", dsn, tables)), conn
+}
+
+func one(t *testing.T, conn *pgx.Conn, sql string) string {
+	t.Helper()
+	var s *string
+	if err := conn.QueryRow(context.Background(), sql).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	if s == nil {
+		return "<null>"
+	}
+	return *s
+}
+
+func failedIndexes(err error) []int {
+	var berr *service.BatchError
+	var out []int
+	if errors.As(err, &berr) {
+		berr.WalkMessages(func(i int, _ *service.Message, err error) bool {
+			if err != nil {
+				out = append(out, i)
+			}
+			return true
+		})
+	}
+	return out
+}
+
+func TestTypesKeepTheirModifiers(t *testing.T) {
+	u, conn := setupTable(t, `CREATE TABLE c (k int PRIMARY KEY, code char(6), codes char(3)[], flags bit(4), short varchar(3))`,
+		`tables: [{name: c, columns: [k, code, codes, flags, short], key_columns: [k]}]`)
+	err := u.WriteBatch(context.Background(), service.MessageBatch{
+		msg("c", "", `{"k":1,"code":"ABCDEF","codes":["abc","def"],"flags":"1010","short":"abc"}`),
+		msg("c", "", `{"k":2,"code":"ABCDEFG"}`), // too long for char(6): refused, not cut
+		msg("c", "", `{"k":3,"short":"abcd"}`),   // too long for varchar(3)
+	})
+	if got := fmt.Sprint(failedIndexes(err)); got != "[1 2]" {
+		t.Errorf("refused messages %s (%v), want [1 2]", got, err)
+	}
+	check(t, "stored as given", one(t, conn, `SELECT format('%s|%s|%s|%s', code, codes, flags, short) FROM c WHERE k = 1`), "ABCDEF|{abc,def}|1010|abc")
+}
+
+func TestArraysAndJSON(t *testing.T) {
+	u, conn := setupTable(t, `CREATE TABLE a (k int PRIMARY KEY, ids int[], tags text[], doc jsonb)`,
+		`tables: [{name: a, columns: [k, ids, tags, doc], key_columns: [k]}]`)
+	write(t, u,
+		msg("a", "", `{"k":1,"ids":[1,2,3]}`),
+		msg("a", "", `{"k":2,"tags":["x","y \"q\" \\ z",null]}`),
+		msg("a", "", `{"k":3,"doc":"\"just a string\""}`), // Debezium's json: JSON text
+		msg("a", "", `{"k":4,"doc":{"a":1}}`),
+	)
+	check(t, "arrays and JSON", one(t, conn, `SELECT string_agg(format('%s:%s:%s:%s', k, ids, tags, doc), ' ' ORDER BY k) FROM a`),
+		`1:{1,2,3}:: 2::{x,"y \"q\" \\ z",NULL}: 3:::"just a string" 4:::{"a": 1}`)
+}
+
+func TestTwoSpellingsOfOneKeyAreOneKey(t *testing.T) {
+	u, conn := setupTable(t, `CREATE TABLE k (id uuid PRIMARY KEY, v int); CREATE TABLE n (id int PRIMARY KEY, v int)`,
+		`tables: [{name: k, columns: [id, v], key_columns: [id]}, {name: n, columns: [id, v], key_columns: [id]}]`)
+	write(t, u,
+		msg("k", "", `{"id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","v":1}`), msg("k", "", `{"id":"6BA7B810-9DAD-11D1-80B4-00C04FD430C8","v":2}`),
+		msg("n", "", `{"id":1,"v":1}`), msg("n", "", `{"id":"01","v":2}`), msg("n", "", `{"id":2,"v":2}`))
+	check(t, "the last of each key", one(t, conn, `SELECT (SELECT string_agg(v::text, ',') FROM k) || ' | ' || (SELECT string_agg(id||'='||v, ',' ORDER BY id) FROM n)`), "2 | 1=2,2=2")
+}
+
+func TestReductionComparesVersionsByType(t *testing.T) {
+	u, conn := setupTable(t, `CREATE TABLE ts (k int PRIMARY KEY, v text, ver timestamptz NOT NULL);
+		CREATE TABLE nu (k int PRIMARY KEY, v text, ver numeric NOT NULL)`,
+		`tables:
+  - {name: ts, columns: [k, v, ver], key_columns: [k], version_columns: [ver]}
+  - {name: nu, columns: [k, v, ver], key_columns: [k], version_columns: [ver]}`)
+	write(t, u,
+		msg("ts", "", `{"k":1,"v":"new","ver":"2024-01-01T10:00:00.5Z"}`),
+		msg("ts", "", `{"k":1,"v":"old","ver":"2024-01-01T10:00:00Z"}`),
+		msg("ts", "", `{"k":2,"v":"old","ver":"2024-01-01T10:00:00Z"}`),
+		msg("ts", "", `{"k":2,"v":"new","ver":"2024-01-01T12:00:00+01:00"}`),
+		msg("nu", "", `{"k":1,"v":"old","ver":9}`),
+		msg("nu", "", `{"k":1,"v":"new","ver":10.5}`),
+		msg("nu", "", `{"k":2,"v":"new","ver":100000000000000000000}`),
+		msg("nu", "", `{"k":2,"v":"old","ver":99999999999999999999}`),
+	)
+	check(t, "the newest change of each key", one(t, conn, `SELECT (SELECT string_agg(k||'='||v, ' ' ORDER BY k) FROM ts) || ' | ' || (SELECT string_agg(k||'='||v, ' ' ORDER BY k) FROM nu)`),
+		"1=new 2=new | 1=new 2=new")
+}
+
+func TestAnUnversionedDeleteKeepsItsPlace(t *testing.T) {
+	u, conn := testOutput(t)
+	batch := func(extra ...*service.Message) service.MessageBatch {
+		return append(service.MessageBatch{acct("1", 7, "1.00", 5, 1), msg("customer_account", "delete", `{"account_number":"1"}`), acct("1", 7, "3.00", 6, 1)}, extra...)
+	}
+	write(t, u, batch()...)
+	plain := accounts(t, conn)
+	if _, err := conn.Exec(context.Background(), `TRUNCATE ods.customer_account`); err != nil {
+		t.Fatal(err)
+	}
+	_ = u.WriteBatch(context.Background(), batch(acct("bad", 7, "x", 1, 1))) // bisected: applied in order
+	check(t, "as applied in order, whether or not the batch is bisected", accounts(t, conn), plain)
+	check(t, "the upsert after the delete stays", plain, "1:7:3.00:6/1")
+}
+
+func TestAStoredNullVersionIsOlderThanAny(t *testing.T) {
+	u, conn := setupTable(t, `CREATE TABLE nv (k int PRIMARY KEY, v text, ver bigint); INSERT INTO nv VALUES (1, 'legacy', NULL), (2, 'legacy', NULL)`,
+		`tables: [{name: nv, columns: [k, v, ver], key_columns: [k], version_columns: [ver]}]`)
+	write(t, u, msg("nv", "", `{"k":1,"v":"new","ver":100}`), msg("nv", "delete", `{"k":2,"ver":100}`))
+	check(t, "updated and deleted", one(t, conn, `SELECT string_agg(k||'='||v, ' ') FROM nv`), "1=new")
+}
+
+func TestADeferredConstraintIsARowError(t *testing.T) {
+	u, conn := setupTable(t, `CREATE TABLE p (id int PRIMARY KEY);
+		CREATE TABLE ch (id int PRIMARY KEY, p int REFERENCES p DEFERRABLE INITIALLY DEFERRED); INSERT INTO p VALUES (2)`,
+		`tables: [{name: ch, columns: [id, p], key_columns: [id]}]`)
+	err := u.WriteBatch(context.Background(), service.MessageBatch{msg("ch", "", `{"id":1,"p":1}`), msg("ch", "", `{"id":2,"p":2}`)})
+	if got := fmt.Sprint(failedIndexes(err)); got != "[0]" {
+		t.Errorf("refused %s (%v), want only the row without its parent", got, err)
+	}
+	check(t, "the good row", one(t, conn, `SELECT string_agg(id::text, ',') FROM ch`), "2")
+}
+
+func TestManyBadRowsAreIsolated(t *testing.T) {
+	u, conn := testOutput(t)
+	const n = 2000
+	batch := make(service.MessageBatch, n)
+	for i := range batch {
+		bal := "1.00"
+		if i%10 == 0 {
+			bal = "bad"
+		}
+		batch[i] = acct(fmt.Sprint(i), 1, bal, 1, 1)
+	}
+	err := u.WriteBatch(context.Background(), batch)
+	if got := len(failedIndexes(err)); got != n/10 {
+		t.Errorf("%d refused, want %d", got, n/10)
+	}
+	check(t, "the good rows", one(t, conn, `SELECT count(*)::text FROM ods.customer_account`), fmt.Sprint(n-n/10))
+}
