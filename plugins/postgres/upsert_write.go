@@ -428,7 +428,7 @@ func (u *upsert) writeOnce(ctx context.Context, pool *pgxpool.Pool, changes []*r
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }() // after Commit: a no-op
-	delete(conn.Conn().PgConn().CustomData(), dirtyTemps) // a new transaction: every temp table is empty
+	delete(conn.Conn().PgConn().CustomData(), dirtyTemps)    // a new transaction: every temp table is empty
 	// A deferred constraint would only fail at COMMIT, where no row can be
 	// told from the others: check every constraint at its statement.
 	if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL IMMEDIATE"); err != nil {
