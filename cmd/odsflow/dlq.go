@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
 )
@@ -79,6 +80,9 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 		return fmt.Errorf("reading the end of %s: %w", o.from, err)
 	}
 	committed, err := adm.FetchOffsets(ctx, o.group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		committed, err = kadm.OffsetResponses{}, nil // the first replay: from the start
+	}
 	if err != nil {
 		return fmt.Errorf("reading the offsets of group %s: %w", o.group, err)
 	}

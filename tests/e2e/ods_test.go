@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/odsflow/odsflow/internal/devstack"
@@ -290,6 +291,44 @@ func TestPoisonGoesToTheDeadLetterTopic(t *testing.T) {
 		t.Errorf("the 900 KB transactions: %d dead letters from pg_upsert, want 6", components["pg_upsert"])
 	}
 	p.stop(t)
+
+	// After a fix, the dead letters go back to their source topics, once.
+	before := endOffsets(t, e.stack.Brokers, topics...)
+	replay := func() string {
+		cmd := exec.Command(binary, "dlq", "replay", "--from", "e2e.dlq", "--brokers", e.stack.Brokers)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("dlq replay: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := replay(); !strings.Contains(out, fmt.Sprintf("re-published %d dead letters", len(poison))) {
+		t.Errorf("first replay: %s", out)
+	}
+	after := endOffsets(t, e.stack.Brokers, topics...)
+	if after-before != int64(len(poison)) {
+		t.Errorf("the source topics grew by %d records, want %d", after-before, len(poison))
+	}
+	if out := replay(); !strings.Contains(out, "nothing to replay") {
+		t.Errorf("second replay: %s", out)
+	}
+}
+
+// endOffsets is the sum of the end offsets of the topics' partitions.
+func endOffsets(t *testing.T, brokers string, topics ...string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
 }
 
 // readDLQ reads n records of the dead-letter topic (or fails after 30 s).
