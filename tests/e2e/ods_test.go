@@ -6,7 +6,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,8 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/odsflow/odsflow/internal/devstack"
 	"github.com/odsflow/odsflow/internal/odsread"
@@ -27,8 +32,8 @@ import (
 )
 
 var (
-	binary   string // the odsflow binary, built once
-	repoRoot string
+	odsflowBin string // the odsflow binary, built once
+	repoRoot   string
 )
 
 func TestMain(m *testing.M) {
@@ -39,8 +44,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "odsflow")
-	build := exec.Command("go", "build", "-o", binary, "./cmd/odsflow")
+	odsflowBin = filepath.Join(dir, "odsflow")
+	build := exec.Command("go", "build", "-o", odsflowBin, "./cmd/odsflow")
 	build.Dir = repoRoot
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -103,7 +108,7 @@ func (s *syncBuffer) String() string {
 func (e *env) start(t *testing.T) *pipeline {
 	t.Helper()
 	p := &pipeline{logs: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, "run", "--log.level", "warn", "config/ods.yaml")
+	p.cmd = exec.Command(odsflowBin, "run", "--log.level", "warn", "config/ods.yaml")
 	p.cmd.Dir = repoRoot
 	p.cmd.Env = e.vars
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -295,7 +300,7 @@ func TestPoisonGoesToTheDeadLetterTopic(t *testing.T) {
 	// After a fix, the dead letters go back to their source topics, once.
 	before := endOffsets(t, e.stack.Brokers, topics...)
 	replay := func() string {
-		cmd := exec.Command(binary, "dlq", "replay", "--from", "e2e.dlq", "--brokers", e.stack.Brokers)
+		cmd := exec.Command(odsflowBin, "dlq", "replay", "--from", "e2e.dlq", "--brokers", e.stack.Brokers)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("dlq replay: %v\n%s", err, out)
@@ -451,4 +456,161 @@ func TestRegistryOutage(t *testing.T) {
 		t.Errorf("%d dead letters from a registry outage", len(dlq))
 	}
 	p.stop(t)
+}
+
+// TestSchemaChangeMidStream: a new nullable column in a source table (a new
+// schema id for the subject, mid-stream) neither stops nor breaks anything.
+func TestSchemaChangeMidStream(t *testing.T) {
+	cfg := simulate.Config{TopicPrefix: "sc.transactions_schema", Money: simulate.MoneyInt, Customers: 30, Events: 800, Seed: 23}
+	e := newEnv(t, cfg)
+	want := e.produce(t)
+	p := e.start(t)
+	e.waitExact(t, p, want, time.Minute)
+
+	// Version 2 of the accounts' value schema: "nickname", nullable.
+	v1, err := simulate.ValueSchema(cfg, simulate.TableAccounts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(v1), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var valueRecord map[string]any
+	for _, f := range doc["fields"].([]any) {
+		field := f.(map[string]any)
+		if field["name"] == "before" || field["name"] == "after" {
+			for _, branch := range field["type"].([]any) {
+				if rec, ok := branch.(map[string]any); ok {
+					valueRecord = rec
+				}
+			}
+		}
+	}
+	if valueRecord == nil {
+		t.Fatal("no Value record in the accounts' schema")
+	}
+	valueRecord["fields"] = append(valueRecord["fields"].([]any), map[string]any{"name": "nickname", "type": []any{"null", "string"}, "default": nil})
+	v2text, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rc, err := sr.NewClient(sr.URLs(e.stack.RegistryURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := rc.CreateSchema(ctx, cfg.Topic(simulate.TableAccounts)+"-value", sr.Schema{Schema: string(v2text), Type: sr.TypeAvro})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// An update of one account in version 2: read its latest record back,
+	// decode it with version 1, bump the balance and the LSN, add the
+	// column, encode it with version 2.
+	target := want.CustomerAccount[0]
+	rec := latestRecordOf(t, e.stack.Brokers, cfg.Topic(simulate.TableAccounts), target.AccountID)
+	v1schema := avro.MustParse(v1)
+	var env map[string]any
+	if err := avro.Unmarshal(v1schema, rec.Value[5:], &env); err != nil {
+		t.Fatal(err)
+	}
+	after := unwrapUnion(env["after"])
+	after["account_balance"] = after["account_balance"].(int) + 7
+	after["nickname"] = map[string]any{"string": "rainy day"}
+	source := env["source"].(map[string]any)
+	lsn := unwrapUnionValue(source["lsn"]).(int64) + 10_000_000
+	source["lsn"] = map[string]any{"long": lsn}
+	env["op"] = "u"
+	env["before"] = nil
+	v2schema := avro.MustParse(string(v2text))
+	body, err := avro.Marshal(v2schema, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := append([]byte{0, 0, 0, 0, 0}, body...)
+	binary.BigEndian.PutUint32(value[1:5], uint32(v2.ID))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.stack.Brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: rec.Topic, Partition: rec.Partition, Key: rec.Key, Value: value}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// The model's state, with that account's new balance and version.
+	for i := range want.CustomerAccount {
+		if want.CustomerAccount[i].AccountID == target.AccountID {
+			want.CustomerAccount[i].AccountBalance = addUnits(t, want.CustomerAccount[i].AccountBalance, 7)
+			want.CustomerAccount[i].AccountVersion = lsn
+		}
+	}
+	for i := range want.TFinancialInsights {
+		if want.TFinancialInsights[i].CustomerID == target.CustomerID {
+			want.TFinancialInsights[i].TotalBalance = addUnits(t, want.TFinancialInsights[i].TotalBalance, 7)
+		}
+	}
+	e.waitExact(t, p, want, time.Minute)
+	if dlq := readDLQ(t, e.stack.Brokers, "e2e.dlq", 0); len(dlq) != 0 {
+		t.Errorf("%d dead letters after a schema change", len(dlq))
+	}
+	p.stop(t)
+}
+
+// latestRecordOf is the last record of the topic whose Avro key is {id}.
+func latestRecordOf(t *testing.T, brokers, topic string, id int32) *kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	end := endOffsets(t, brokers, topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var last *kgo.Record
+	seen := int64(0)
+	for seen < end && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			seen++
+			if len(r.Value) > 5 && len(r.Key) > 5 {
+				// The key {id: int}: zigzag varint after the 5-byte header.
+				k, n := binary.Varint(r.Key[5:])
+				if n > 0 && int32(k) == id {
+					last = r
+				}
+			}
+		})
+	}
+	if last == nil {
+		t.Fatalf("no record of id %d in %s", id, topic)
+	}
+	return last
+}
+
+func unwrapUnion(v any) map[string]any {
+	for _, inner := range v.(map[string]any) {
+		return inner.(map[string]any)
+	}
+	return nil
+}
+
+func unwrapUnionValue(v any) any {
+	if m, ok := v.(map[string]any); ok {
+		for _, inner := range m {
+			return inner
+		}
+	}
+	return v
+}
+
+// addUnits adds whole units to a decimal string with 2 places.
+func addUnits(t *testing.T, dec string, units int64) string {
+	t.Helper()
+	r, ok := new(big.Rat).SetString(dec)
+	if !ok {
+		t.Fatalf("not a decimal: %q", dec)
+	}
+	return r.Add(r, big.NewRat(units, 1)).FloatString(2)
 }
