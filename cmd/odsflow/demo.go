@@ -100,7 +100,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 		return err
 	}
 	const dlqTopic = "odsflow.dlq"
-	cmd := exec.CommandContext(ctx, self, "run", "--log.level", "warn", o.config)
+	cmd := exec.CommandContext(ctx, self, "run", "--log.level", "warn", "--set", "http.enabled=false", o.config)
 	cmd.Env = append(os.Environ(),
 		"KAFKA_BROKERS="+stack.Brokers, "SCHEMA_REGISTRY_URL="+stack.RegistryURL, "ODS_DSN="+stack.PostgresDSN,
 		"ODS_STATE_DIR="+filepath.Join(state, "state"), "ODS_DLQ_TOPIC="+dlqTopic, "ODS_CONSUMER_GROUP=odsflow-demo")

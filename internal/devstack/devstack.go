@@ -45,6 +45,9 @@ type Config struct {
 	PostgresDSN string
 	// NoPostgres skips PostgreSQL altogether.
 	NoPostgres bool
+	// PostgresDurable keeps fsync on in the throwaway cluster (benchmarks:
+	// a commit costs what it costs on a real server).
+	PostgresDurable bool
 }
 
 // Stack is a running dev stack. Its fields are read-only after Start.
@@ -160,7 +163,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		if cfg.PostgresPort != 0 && !pgcluster.PortFree(cfg.PostgresPort) {
 			return nil, &PortInUseError{Part: "postgres", Addr: fmt.Sprintf("127.0.0.1:%d", cfg.PostgresPort)}
 		}
-		s.pg, err = pgcluster.Start(ctx, pgcluster.Options{Port: cfg.PostgresPort})
+		s.pg, err = pgcluster.Start(ctx, pgcluster.Options{Port: cfg.PostgresPort, Durable: cfg.PostgresDurable})
 		if errors.Is(err, pgcluster.ErrPortInUse) {
 			return nil, &PortInUseError{Part: "postgres", Addr: fmt.Sprintf("127.0.0.1:%d", cfg.PostgresPort)}
 		}

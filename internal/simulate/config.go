@@ -76,6 +76,11 @@ type Config struct {
 	// DebeziumLayout is LayoutDebezium2 or LayoutDebezium3; "" means
 	// LayoutDebezium2.
 	DebeziumLayout string
+	// WallClock stamps each event, as Run produces it, with the current
+	// time as its source.ts_ms (and envelope ts_ms), instead of the
+	// simulated clock: for measuring freshness (source time to ODS). The
+	// expected ODS state does not depend on it.
+	WallClock bool
 }
 
 // Topic is the Kafka topic of table under c.

@@ -183,6 +183,10 @@ func Run(ctx context.Context, cfg Config, brokers, registryURL string) (Stats, e
 		if loopErr = failed(); loopErr != nil {
 			break
 		}
+		if cfg.WallClock {
+			now := time.Now().UnixMicro()
+			ev.Source.TsUs, ev.TsUs = now, now
+		}
 		key, err := enc.Key(ev)
 		if err != nil {
 			loopErr = err

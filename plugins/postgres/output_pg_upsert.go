@@ -69,6 +69,9 @@ part of the SQL text. The DSN is a secret: its password appears in no log line, 
 				service.NewStringListField("tables").Description("The tables (their `name`) whose affected rows are collected: the values before and after upserts, and those of deleted rows."),
 				service.NewStringListField("args").Description("Further values bound as `$2`, `$3`, … (text): settings from the environment stay out of the SQL text.").Default([]any{}).Example([]string{"${ODS_SPENDING_TYPES:debit,withdrawal}"}),
 			).Description("Statements run after the batch's writes, in the same transaction, for the values of a column that the batch affected.").Default([]any{}),
+			service.NewStringField("freshness_metadata").
+				Description("Metadata holding when a change happened at the source (unix milliseconds; `debezium_unwrap` sets `cdc_ts_ms` to source.ts_ms): the time from then to the commit of its row is recorded in the timing metric `pg_upsert_freshness`. Empty: not recorded.").
+				Default("cdc_ts_ms").Advanced(),
 			service.NewIntField("max_in_flight").Description("Batches written in parallel (each in its own transaction). Above 1, batches may commit out of order: the version guards keep rows right, except that a delete can then be overtaken by an older upsert of the same row.").Default(1),
 			service.NewBatchPolicyField("batching"),
 			service.NewObjectField("pool",
@@ -113,6 +116,7 @@ func init() {
 type upsert struct {
 	log      *service.Logger
 	dsn      string
+	freshKey string // metadata of the source time (ms), "": none
 	poolConf poolSettings
 	retry    retrySettings
 	tables   []*tableConf
@@ -137,6 +141,7 @@ type retrySettings struct{ initial, max time.Duration }
 
 type upsertMetrics struct {
 	written, refused, deleted, retries, rowErrors *service.MetricCounter
+	freshness                                     *service.MetricTimer
 }
 
 // afterBatch is an after_batch statement.
@@ -157,6 +162,7 @@ func newUpsert(conf *service.ParsedConfig, mgr *service.Resources) (*upsert, err
 			deleted:   mgr.Metrics().NewCounter("pg_upsert_deleted"),
 			retries:   mgr.Metrics().NewCounter("pg_upsert_retries"),
 			rowErrors: mgr.Metrics().NewCounter("pg_upsert_row_errors"),
+			freshness: mgr.Metrics().NewTimer("pg_upsert_freshness"),
 		},
 	}
 	var err error
@@ -170,6 +176,9 @@ func newUpsert(conf *service.ParsedConfig, mgr *service.Resources) (*upsert, err
 		// pgx's error quotes the DSN, redacting the password only on a
 		// best-effort basis: say nothing of its text.
 		return nil, errors.New("dsn: not a PostgreSQL connection string pgx can read (its text is not shown: it may hold a password)")
+	}
+	if u.freshKey, err = conf.FieldString("freshness_metadata"); err != nil {
+		return nil, err
 	}
 	tconfs, err := conf.FieldObjectList("tables")
 	if err != nil {

@@ -355,6 +355,7 @@ func (u *upsert) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 		}
 		backoff = min(2*backoff, u.retry.max)
 	}
+	u.recordFreshness(batch, failed)
 	if len(failed) == 0 {
 		return nil
 	}
@@ -798,4 +799,40 @@ func (u *upsert) collectRows(ctx context.Context, tx pgx.Tx, t *tableConf, sql s
 		}
 	}
 	return changed, rows.Err()
+}
+
+// recordFreshness times, for each committed message with a source time,
+// the way from the source to the ODS.
+func (u *upsert) recordFreshness(batch service.MessageBatch, failed map[int]error) {
+	if u.freshKey == "" {
+		return
+	}
+	now := time.Now().UnixMilli()
+	for i, m := range batch {
+		if failed[i] != nil {
+			continue
+		}
+		v, ok := m.MetaGetMut(u.freshKey)
+		if !ok {
+			continue
+		}
+		var ms int64
+		switch x := v.(type) {
+		case int64:
+			ms = x
+		case int:
+			ms = int64(x)
+		case string:
+			n, err := strconv.ParseInt(x, 10, 64)
+			if err != nil {
+				continue
+			}
+			ms = n
+		default:
+			continue
+		}
+		if d := now - ms; d >= 0 {
+			u.metrics.freshness.Timing(d * int64(time.Millisecond))
+		}
+	}
 }

@@ -65,9 +65,13 @@ type env struct {
 	vars  []string
 }
 
-func newEnv(t *testing.T, cfg simulate.Config) *env {
+func newEnv(t testing.TB, cfg simulate.Config) *env {
+	return newEnvWith(t, cfg, devstack.Config{})
+}
+
+func newEnvWith(t testing.TB, cfg simulate.Config, stack devstack.Config) *env {
 	t.Helper()
-	s := devstack.ForTest(t, devstack.Config{})
+	s := devstack.ForTest(t, stack)
 	e := &env{stack: s, dsn: s.NewDatabase(t), cfg: cfg}
 	e.vars = append(os.Environ(),
 		"KAFKA_BROKERS="+s.Brokers,
@@ -105,10 +109,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func (e *env) start(t *testing.T) *pipeline {
+func (e *env) start(t testing.TB, extra ...string) *pipeline {
 	t.Helper()
 	p := &pipeline{logs: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(odsflowBin, "run", "--log.level", "warn", "config/ods.yaml")
+	if len(extra) == 0 {
+		extra = []string{"--set", "http.enabled=false"} // pipelines of parallel tests would share port 4195
+	}
+	p.cmd = exec.Command(odsflowBin, append(append([]string{"run", "--log.level", "warn"}, extra...), "config/ods.yaml")...)
 	p.cmd.Dir = repoRoot
 	p.cmd.Env = e.vars
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -126,7 +133,7 @@ func (p *pipeline) kill() {
 }
 
 // stop asks for a clean shutdown.
-func (p *pipeline) stop(t *testing.T) {
+func (p *pipeline) stop(t testing.TB) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -138,7 +145,7 @@ func (p *pipeline) stop(t *testing.T) {
 }
 
 // waitExact waits until the ODS equals want, or fails with the differences.
-func (e *env) waitExact(t *testing.T, p *pipeline, want simulate.ODSState, within time.Duration) time.Duration {
+func (e *env) waitExact(t testing.TB, p *pipeline, want simulate.ODSState, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var got simulate.ODSState
@@ -171,7 +178,7 @@ func tail(s string, n int) string {
 }
 
 // produce runs simulate's traffic and returns the expected ODS state.
-func (e *env) produce(t *testing.T) simulate.ODSState {
+func (e *env) produce(t testing.TB) simulate.ODSState {
 	t.Helper()
 	events, err := simulate.Plan(e.cfg)
 	if err != nil {
@@ -320,7 +327,7 @@ func TestPoisonGoesToTheDeadLetterTopic(t *testing.T) {
 }
 
 // endOffsets is the sum of the end offsets of the topics' partitions.
-func endOffsets(t *testing.T, brokers string, topics ...string) int64 {
+func endOffsets(t testing.TB, brokers string, topics ...string) int64 {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
 	if err != nil {
@@ -337,7 +344,7 @@ func endOffsets(t *testing.T, brokers string, topics ...string) int64 {
 }
 
 // readDLQ reads n records of the dead-letter topic (or fails after 30 s).
-func readDLQ(t *testing.T, brokers, topic string, n int) []*kgo.Record {
+func readDLQ(t testing.TB, brokers, topic string, n int) []*kgo.Record {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxBytes(64<<20))
