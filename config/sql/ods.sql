@@ -51,44 +51,49 @@ CREATE TABLE IF NOT EXISTS ods_schema.t_financial_insights (
 --   abs(amount) of spending transactions (type, case-insensitive, in
 --   spending_types) dated in months S..L, divided by the number of months
 --   S..L, rounded half up to cents; 0.00 without transactions.
+-- Each customer is computed from its own rows (LATERAL: index probes on
+-- customer_account(customer_id) and t_transaction(customer_id,
+-- transaction_date)), so a refresh costs what its customers hold, not what
+-- the tables hold.
 CREATE OR REPLACE FUNCTION ods_schema.refresh_financial_insights(ids integer[], spending_types text)
 RETURNS void LANGUAGE sql AS $$
-    WITH wanted AS (
-        SELECT DISTINCT unnest(ids) AS customer_id
-    ), types AS (
-        SELECT lower(btrim(t)) AS t FROM unnest(string_to_array(spending_types, ',')) t
-    ), balances AS (
-        SELECT customer_id, sum(account_balance) AS total
-        FROM ods_schema.customer_account WHERE customer_id = ANY(ids) GROUP BY customer_id
-    ), span AS (
-        SELECT customer_id,
-               date_trunc('month', max(transaction_date)) AS last_month,
-               greatest(date_trunc('month', min(transaction_date)),
-                        date_trunc('month', max(transaction_date)) - interval '11 months') AS first_month
-        FROM ods_schema.t_transaction WHERE customer_id = ANY(ids) GROUP BY customer_id
-    ), spending AS (
-        SELECT s.customer_id,
-               round(coalesce(sum(abs(t.transaction_amount)) FILTER (WHERE lower(t.transaction_type) IN (SELECT t FROM types)), 0)
-                     / ((extract(year FROM s.last_month) - extract(year FROM s.first_month)) * 12
-                        + extract(month FROM s.last_month) - extract(month FROM s.first_month) + 1), 2) AS average
-        FROM span s
-        JOIN ods_schema.t_transaction t ON t.customer_id = s.customer_id
-             AND t.transaction_date >= s.first_month AND t.transaction_date < s.last_month + interval '1 month'
-        GROUP BY s.customer_id, s.first_month, s.last_month
+    WITH types AS (
+        SELECT array_agg(lower(btrim(t))) AS list FROM unnest(string_to_array(spending_types, ',')) t
     ), computed AS (
-        SELECT w.customer_id, coalesce(b.total, 0) AS total_balance, coalesce(sp.average, 0) AS average_monthly_spending
-        FROM wanted w
-        LEFT JOIN balances b ON b.customer_id = w.customer_id
-        LEFT JOIN spending sp ON sp.customer_id = w.customer_id
-        WHERE b.customer_id IS NOT NULL OR EXISTS (SELECT 1 FROM span x WHERE x.customer_id = w.customer_id)
+        SELECT w.customer_id,
+               coalesce(b.total, 0) AS total_balance,
+               CASE WHEN s.last_month IS NULL THEN 0
+                    ELSE round(coalesce(sp.spent, 0)
+                               / ((extract(year FROM s.last_month) - extract(year FROM s.first_month)) * 12
+                                  + extract(month FROM s.last_month) - extract(month FROM s.first_month) + 1), 2)
+               END AS average_monthly_spending,
+               b.accounts > 0 OR s.last_month IS NOT NULL AS has_rows
+        FROM (SELECT DISTINCT unnest(ids) AS customer_id) w
+        CROSS JOIN LATERAL (
+            SELECT sum(account_balance) AS total, count(*) AS accounts
+            FROM ods_schema.customer_account a WHERE a.customer_id = w.customer_id
+        ) b
+        CROSS JOIN LATERAL (
+            SELECT date_trunc('month', max(transaction_date)) AS last_month,
+                   greatest(date_trunc('month', min(transaction_date)),
+                            date_trunc('month', max(transaction_date)) - interval '11 months') AS first_month
+            FROM ods_schema.t_transaction t WHERE t.customer_id = w.customer_id
+        ) s
+        CROSS JOIN LATERAL (
+            SELECT sum(abs(t.transaction_amount)) AS spent
+            FROM ods_schema.t_transaction t, types
+            WHERE t.customer_id = w.customer_id
+              AND t.transaction_date >= s.first_month AND t.transaction_date < s.last_month + interval '1 month'
+              AND lower(t.transaction_type) = ANY(types.list)
+        ) sp
     ), upserted AS (
         INSERT INTO ods_schema.t_financial_insights AS i (customer_id, total_balance, average_monthly_spending, updated_at)
-        SELECT customer_id, total_balance, average_monthly_spending, now() FROM computed
+        SELECT customer_id, total_balance, average_monthly_spending, now() FROM computed WHERE has_rows
         ON CONFLICT (customer_id) DO UPDATE SET total_balance = EXCLUDED.total_balance,
             average_monthly_spending = EXCLUDED.average_monthly_spending, updated_at = EXCLUDED.updated_at
         WHERE (i.total_balance, i.average_monthly_spending) IS DISTINCT FROM (EXCLUDED.total_balance, EXCLUDED.average_monthly_spending)
         RETURNING customer_id
     )
     DELETE FROM ods_schema.t_financial_insights i
-    WHERE i.customer_id = ANY(ids) AND i.customer_id NOT IN (SELECT customer_id FROM computed);
+    WHERE i.customer_id = ANY(ids) AND i.customer_id IN (SELECT customer_id FROM computed WHERE NOT has_rows);
 $$;

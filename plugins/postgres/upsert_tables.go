@@ -236,8 +236,12 @@ func (t *tableConf) build() {
 		for i, c := range t.collect {
 			collected[i] = "t." + q(c) + "::text"
 		}
-		t.mergeSQL = "WITH prev AS (SELECT " + strings.Join(collected, ", ") + " FROM " + target + " t JOIN pg_temp." + q(t.upTemp) +
-			" s ON " + keyMatch("s") + "), up AS (" + insert + returning() + ") " +
+		// prev probes the target's key index once per row (LATERAL, kept
+		// from being flattened by OFFSET 0): a temporary table has no
+		// statistics, and a join left to the planner scanned the whole
+		// target per batch.
+		t.mergeSQL = "WITH prev AS (SELECT x.* FROM pg_temp." + q(t.upTemp) + " s CROSS JOIN LATERAL (SELECT " + strings.Join(collected, ", ") +
+			" FROM " + target + " t WHERE " + keyMatch("s") + " OFFSET 0) x), up AS (" + insert + returning() + ") " +
 			"SELECT false, * FROM prev UNION ALL SELECT true, * FROM up"
 	}
 
