@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/loader"
@@ -46,6 +47,32 @@ func TestDockerComposeLoads(t *testing.T) {
 		if svc.HealthCheck == nil {
 			t.Errorf("service %q has no healthcheck", name)
 		}
+	}
+	// The pipeline: config/ods.yaml, pointed at the services by name, its
+	// state on a volume, started once its servers are healthy.
+	ods, ok := project.Services["odsflow"]
+	if !ok {
+		t.Fatal("service odsflow missing")
+	}
+	if ods.Build == nil || strings.Join(ods.Command, " ") != "run config/ods.yaml" {
+		t.Errorf("odsflow: build %v, command %q: want the image built here running config/ods.yaml", ods.Build, ods.Command)
+	}
+	for k, v := range map[string]string{
+		"KAFKA_BROKERS": "kafka:19092", "SCHEMA_REGISTRY_URL": "http://schema-registry:8081",
+		"ODS_DSN": "postgres://postgres:postgres@postgres:5432/ods?sslmode=disable", "ODS_STATE_DIR": "/data/state",
+		"ODS_CONSUMER_GROUP": "odsflow-ods", "ODS_DLQ_TOPIC": "odsflow.dlq", "CDC_TOPIC_PREFIX": "fulfillment.transactions_schema",
+	} {
+		if got := ods.Environment[k]; got == nil || *got != v {
+			t.Errorf("odsflow %s = %v, want %s", k, got, v)
+		}
+	}
+	for _, dep := range []string{"postgres", "kafka", "schema-registry"} {
+		if d, ok := ods.DependsOn[dep]; !ok || d.Condition != "service_healthy" {
+			t.Errorf("odsflow does not wait for %s to be healthy", dep)
+		}
+	}
+	if len(ods.Volumes) != 1 || ods.Volumes[0].Target != "/data" {
+		t.Errorf("odsflow volumes %v: want its state on a volume at /data", ods.Volumes)
 	}
 	pg := project.Services["postgres"]
 	if db := pg.Environment["POSTGRES_DB"]; db == nil || *db != "ods" {
