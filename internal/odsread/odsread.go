@@ -4,6 +4,7 @@ package odsread
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -93,7 +94,8 @@ func diffRows[R any](table string, got, want []R) []string {
 	render := func(rows []R) map[string]bool {
 		m := map[string]bool{}
 		for _, r := range rows {
-			m[fmt.Sprintf("%+v", r)] = true
+			js, _ := json.Marshal(r) // values, not pointers (UpdatedAt)
+			m[string(js)] = true
 		}
 		return m
 	}

@@ -115,7 +115,7 @@ func (e *env) start(t testing.TB, extra ...string) *pipeline {
 	if len(extra) == 0 {
 		extra = []string{"--set", "http.enabled=false"} // pipelines of parallel tests would share port 4195
 	}
-	p.cmd = exec.Command(odsflowBin, append(append([]string{"run", "--log.level", "warn"}, extra...), "config/ods.yaml")...)
+	p.cmd = exec.Command(odsflowBin, append(append([]string{"run", "--log.level", "info"}, extra...), "config/ods.yaml")...)
 	p.cmd.Dir = repoRoot
 	p.cmd.Env = e.vars
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -166,7 +166,9 @@ func (e *env) waitExact(t testing.TB, p *pipeline, want simulate.ODSState, withi
 	if err != nil {
 		t.Fatalf("reading the ODS: %v", err)
 	}
-	t.Fatalf("the ODS is not the expected state after %v:\n%s\nlogs:\n%s", within, odsread.Diff(got, want), tail(p.logs.String(), 4000))
+	t.Fatalf("the ODS is not the expected state after %v (%d/%d accounts, %d/%d transactions; %s):\n%s\nlogs:\n%s", within,
+		len(got.CustomerAccount), len(want.CustomerAccount), len(got.TTransaction), len(want.TTransaction), e.groupState(),
+		odsread.Diff(got, want), tail(p.logs.String(), 6000))
 	return 0
 }
 
@@ -620,4 +622,26 @@ func addUnits(t *testing.T, dec string, units int64) string {
 		t.Fatalf("not a decimal: %q", dec)
 	}
 	return r.Add(r, big.NewRat(units, 1)).FloatString(2)
+}
+
+// groupState describes the pipeline's consumer group, for failures.
+func (e *env) groupState() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.stack.Brokers))
+	if err != nil {
+		return err.Error()
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	groups, err := adm.DescribeGroups(ctx, "e2e")
+	if err != nil {
+		return err.Error()
+	}
+	lag, err := adm.Lag(ctx, "e2e")
+	if err != nil {
+		return err.Error()
+	}
+	g := groups["e2e"]
+	return fmt.Sprintf("group e2e: state %s, %d members, lag %d", g.State, len(g.Members), lag["e2e"].Lag.Total())
 }
