@@ -645,3 +645,62 @@ func (e *env) groupState() string {
 	g := groups["e2e"]
 	return fmt.Sprintf("group e2e: state %s, %d members, lag %d", g.State, len(g.Members), lag["e2e"].Lag.Total())
 }
+
+// TestTruncate: a Debezium TRUNCATE of the transactions' table removes
+// every t_transaction row it implies, and the insights follow.
+func TestTruncate(t *testing.T) {
+	cfg := simulate.Config{TopicPrefix: "tr.transactions_schema", Money: simulate.MoneyInt, Customers: 30, Events: 600, Seed: 29}
+	e := newEnv(t, cfg)
+	want := e.produce(t)
+	p := e.start(t)
+	e.waitExact(t, p, want, time.Minute)
+
+	// A truncate event: an envelope of the table with op "t", no row
+	// images, a newer LSN (Debezium sends it with a null key).
+	topic := cfg.Topic(simulate.TableTransactions)
+	rec := latestRecordOf(t, e.stack.Brokers, topic, want.TTransaction[0].TransactionID)
+	schemaText, err := simulate.ValueSchema(cfg, simulate.TableTransactions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := avro.MustParse(schemaText)
+	var env map[string]any
+	if err := avro.Unmarshal(schema, rec.Value[5:], &env); err != nil {
+		t.Fatal(err)
+	}
+	source := env["source"].(map[string]any)
+	source["lsn"] = map[string]any{"long": unwrapUnionValue(source["lsn"]).(int64) + 50_000_000}
+	env["op"], env["before"], env["after"] = "t", nil, nil
+	body, err := avro.Marshal(schema, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := append(append([]byte{}, rec.Value[:5]...), body...)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.stack.Brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: value}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	// What the sources hold without any transaction.
+	events, err := simulate.Plan(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []simulate.Event
+	for _, ev := range events {
+		if ev.Table != simulate.TableTransactions {
+			kept = append(kept, ev)
+		}
+	}
+	e.waitExact(t, p, simulate.Expect(kept, simulate.DefaultSpendingTypes()), time.Minute)
+	if dlq := readDLQ(t, e.stack.Brokers, "e2e.dlq", 0); len(dlq) != 0 {
+		t.Errorf("%d dead letters from a truncate", len(dlq))
+	}
+	p.stop(t)
+}
