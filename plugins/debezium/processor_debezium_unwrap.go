@@ -102,8 +102,10 @@ func newUnwrap(conf *service.ParsedConfig, mgr *service.Resources) (*unwrap, err
 
 func (u *unwrap) Process(_ context.Context, msg *service.Message) (service.MessageBatch, error) {
 	// Structured first: asking a decoded message for bytes would serialize
-	// it to JSON just to learn it is not empty.
-	v, err := msg.AsStructuredMut()
+	// it to JSON just to learn it is not empty. Read-only (no deep copy):
+	// the envelope is only read, and the row image handed on as the new
+	// body is the message's own (its envelope is replaced by it).
+	v, err := msg.AsStructured()
 	if err != nil {
 		if b, berr := msg.AsBytes(); berr == nil && len(b) == 0 {
 			return u.tombstone(msg)
