@@ -62,9 +62,10 @@ type state struct {
 	warnings []string
 }
 
-func rowBucket(t *table) string     { return "row." + t.name }
-func idxBucket(r *relation) string  { return "idx." + r.name }
-func heldBucket(r *relation) string { return "held." + r.name }
+func rowBucket(t *table) string          { return "row." + t.name }
+func idxBucket(r *relation) string       { return idxBucketOf(r.name) }
+func idxBucketOf(relation string) string { return "idx." + relation }
+func heldBucket(r *relation) string      { return "held." + r.name }
 
 // heldKeyBucket maps a held lookup child's key to the parent key it is
 // held under.
@@ -268,7 +269,7 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 			// away must be emitted again: its recorded deletes, versioned, so
 			// that they cannot take a newer row, and its released lookups.
 			s.counts.stale++
-			entries, _, err := s.replayEntries(t, key)
+			entries, err := s.replayEntries(t, key)
 			if err != nil {
 				return nil, err
 			}

@@ -83,7 +83,7 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 							return fmt.Errorf("state of %s %s is corrupt: %w", t.name, k, err)
 						}
 						for rel, parent := range raw.Parents {
-							index = append(index, write{bucket: idxBucket(&relation{name: rel}), key: pair(parent, string(k))})
+							index = append(index, write{bucket: idxBucketOf(rel), key: pair(parent, string(k))})
 						}
 					}
 					return nil

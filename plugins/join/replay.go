@@ -69,16 +69,16 @@ func (c *change) recordRelease(r *relation, version int64, body map[string]any, 
 		ParentVersion: parent.Version, ParentBody: parent.Body, ChildKey: childKey})
 }
 
-func (s *state) replayEntries(t *table, key string) ([]replayEntry, bool, error) {
+func (s *state) replayEntries(t *table, key string) ([]replayEntry, error) {
 	b, err := s.get(replayBucket(t), key)
 	if err != nil || b == nil {
-		return nil, false, err
+		return nil, err
 	}
 	var entries []replayEntry
 	if err := decodeJSON(b, &entries); err != nil {
-		return nil, false, fmt.Errorf("replay record of %s %s is corrupt: %w", t.name, key, err)
+		return nil, fmt.Errorf("replay record of %s %s is corrupt: %w", t.name, key, err)
 	}
-	return entries, true, nil
+	return entries, nil
 }
 
 // replay emits again what the change of version recorded; parent is the
@@ -117,7 +117,7 @@ func (j *join) replay(c *change, msg *service.Message, entries []replayEntry, ve
 // delivery emitted that a later replay could not recompute. next is the
 // row's new state.
 func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *table, key string, version int64, next *rowState) error {
-	entries, _, err := s.replayEntries(t, key)
+	entries, err := s.replayEntries(t, key)
 	if err != nil {
 		return err
 	}

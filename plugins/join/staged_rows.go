@@ -1,9 +1,6 @@
 package join
 
-import (
-	"fmt"
-	"sync"
-)
+import "fmt"
 
 // Row states written by a batch are staged in memory rather than encoded
 // and put one by one: later messages of the batch read them from there
@@ -62,10 +59,8 @@ func (s *state) flushRows() (map[int]error, error) {
 		st.value, st.err = encodeRow(st.row)
 	})
 	var failed map[int]error
-	var mu sync.Mutex
 	for _, st := range s.stagedOrder {
 		if st.err != nil {
-			mu.Lock()
 			if failed == nil {
 				failed = map[int]error{}
 			}
@@ -74,7 +69,6 @@ func (s *state) flushRows() (map[int]error, error) {
 				blame = st.src
 			}
 			failed[blame] = fmt.Errorf("cdc_join: encoding the state of %s %s: %w", st.bucket, st.key, st.err)
-			mu.Unlock()
 		}
 	}
 	if failed != nil {

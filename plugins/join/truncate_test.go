@@ -73,7 +73,7 @@ func TestPurgeRemovesTruncatedRowsAndTheirIndex(t *testing.T) {
 	}
 }
 
-func count(t *testing.T, j *join, bucket string) int {
+func count(t testing.TB, j *join, bucket string) int {
 	t.Helper()
 	var n int
 	err := j.store.View(context.Background(), func(tx statestore.Tx) (err error) {

@@ -717,7 +717,7 @@ func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, chan
 		if err := copyText(ctx, tx, t.copyDel, dels); err != nil {
 			return fmt.Errorf("%s: copying deletes: %w", t.name, err)
 		}
-		n, err := u.collectRows(ctx, tx, t, t.deleteSQL, nil, res, nil)
+		n, err := u.collectRows(ctx, tx, t, t.deleteSQL, nil, res, false)
 		if err != nil {
 			return fmt.Errorf("%s: deleting: %w", t.name, err)
 		}
@@ -731,14 +731,7 @@ func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, chan
 		if err := copyText(ctx, tx, t.copyUp, ups); err != nil {
 			return fmt.Errorf("%s: copying upserts: %w", t.name, err)
 		}
-		var n int64
-		var err error
-		if len(t.collect) == 0 {
-			tag, eerr := tx.Exec(ctx, t.mergeSQL)
-			n, err = tag.RowsAffected(), eerr
-		} else {
-			n, err = u.collectRows(ctx, tx, t, t.mergeSQL, nil, res, new(bool))
-		}
+		n, err := u.collectRows(ctx, tx, t, t.mergeSQL, nil, res, true)
 		if err != nil {
 			return fmt.Errorf("%s: upserting: %w", t.name, err)
 		}
@@ -754,7 +747,7 @@ func (u *upsert) applyTruncate(ctx context.Context, tx pgx.Tx, t *tableConf, c *
 		args[i] = *v
 	}
 	u.log.Warnf("pg_upsert: truncate of %s (rows with %v not newer than %v)", t.name, c.truncCols, args)
-	n, err := u.collectRows(ctx, tx, t, t.truncateSQL(c.truncCols), args, res, nil)
+	n, err := u.collectRows(ctx, tx, t, t.truncateSQL(c.truncCols), args, res, false)
 	if err != nil {
 		return fmt.Errorf("%s: truncating: %w", t.name, err)
 	}
@@ -762,10 +755,11 @@ func (u *upsert) applyTruncate(ctx context.Context, tx pgx.Tx, t *tableConf, c *
 	return nil
 }
 
-// collectRows runs a statement whose rows are the collected columns
-// (after a leading "is new" boolean when flagged is set), collects their
-// values and returns how many rows the statement changed.
-func (u *upsert) collectRows(ctx context.Context, tx pgx.Tx, t *tableConf, sql string, args []any, res *writeResult, flagged *bool) (int64, error) {
+// collectRows runs a statement and returns how many rows it changed. With
+// collected columns, its rows are their values (after a leading "is new"
+// boolean when flagged: the merge's rows before and after), collected into
+// res.
+func (u *upsert) collectRows(ctx context.Context, tx pgx.Tx, t *tableConf, sql string, args []any, res *writeResult, flagged bool) (int64, error) {
 	if len(t.collect) == 0 {
 		tag, err := tx.Exec(ctx, sql, args...)
 		return tag.RowsAffected(), err
@@ -779,7 +773,7 @@ func (u *upsert) collectRows(ctx context.Context, tx pgx.Tx, t *tableConf, sql s
 	vals := make([]*string, len(t.collect))
 	dest := make([]any, 0, len(t.collect)+1)
 	var isNew bool
-	if flagged != nil {
+	if flagged {
 		dest = append(dest, &isNew)
 	}
 	for i := range vals {
@@ -789,7 +783,7 @@ func (u *upsert) collectRows(ctx context.Context, tx pgx.Tx, t *tableConf, sql s
 		if err := rows.Scan(dest...); err != nil {
 			return 0, err
 		}
-		if flagged == nil || isNew {
+		if !flagged || isNew {
 			changed++
 		}
 		for i, v := range vals {

@@ -519,35 +519,17 @@ func TestSchemaChangeMidStream(t *testing.T) {
 	// decode it with version 1, bump the balance and the LSN, add the
 	// column, encode it with version 2.
 	target := want.CustomerAccount[0]
-	rec := latestRecordOf(t, e.stack.Brokers, cfg.Topic(simulate.TableAccounts), target.AccountID)
-	v1schema := avro.MustParse(v1)
-	var env map[string]any
-	if err := avro.Unmarshal(v1schema, rec.Value[5:], &env); err != nil {
-		t.Fatal(err)
-	}
-	after := unwrapUnion(env["after"])
-	after["account_balance"] = after["account_balance"].(int) + 7
-	after["nickname"] = map[string]any{"string": "rainy day"}
-	source := env["source"].(map[string]any)
-	lsn := unwrapUnionValue(source["lsn"]).(int64) + 10_000_000
-	source["lsn"] = map[string]any{"long": lsn}
-	env["op"] = "u"
-	env["before"] = nil
-	v2schema := avro.MustParse(string(v2text))
-	body, err := avro.Marshal(v2schema, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	value := append([]byte{0, 0, 0, 0, 0}, body...)
-	binary.BigEndian.PutUint32(value[1:5], uint32(v2.ID))
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.stack.Brokers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: rec.Topic, Partition: rec.Partition, Key: rec.Key, Value: value}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	var lsn int64
+	e.produceEdited(t, cfg.Topic(simulate.TableAccounts), target.AccountID, envelopeEdit{
+		readSchema: v1, writeSchema: string(v2text), writeID: v2.ID,
+		edit: func(env map[string]any) {
+			after := unwrapUnion(env["after"])
+			after["account_balance"] = after["account_balance"].(int) + 7
+			after["nickname"] = map[string]any{"string": "rainy day"}
+			lsn = bumpLSN(env, 10_000_000)
+			env["op"], env["before"] = "u", nil
+		},
+	})
 	// The model's state, with that account's new balance and version.
 	for i := range want.CustomerAccount {
 		if want.CustomerAccount[i].AccountID == target.AccountID {
@@ -565,6 +547,61 @@ func TestSchemaChangeMidStream(t *testing.T) {
 		t.Errorf("%d dead letters after a schema change", len(dlq))
 	}
 	p.stop(t)
+}
+
+// envelopeEdit says how produceEdited changes a record.
+type envelopeEdit struct {
+	readSchema  string // the schema the record was written with
+	writeSchema string // "": readSchema
+	writeID     int    // the registry id of writeSchema; 0: the record's own
+	keyless     bool   // produce without a key (a truncate)
+	edit        func(env map[string]any)
+}
+
+// produceEdited reads back the latest record of id in topic, decodes its
+// envelope, lets x.edit change it, encodes it and produces it again.
+func (e *env) produceEdited(t *testing.T, topic string, id int32, x envelopeEdit) {
+	t.Helper()
+	rec := latestRecordOf(t, e.stack.Brokers, topic, id)
+	var env map[string]any
+	if err := avro.Unmarshal(avro.MustParse(x.readSchema), rec.Value[5:], &env); err != nil {
+		t.Fatal(err)
+	}
+	x.edit(env)
+	write := x.readSchema
+	if x.writeSchema != "" {
+		write = x.writeSchema
+	}
+	body, err := avro.Marshal(avro.MustParse(write), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := append(append([]byte{}, rec.Value[:5]...), body...)
+	if x.writeID != 0 {
+		binary.BigEndian.PutUint32(value[1:5], uint32(x.writeID))
+	}
+	out := &kgo.Record{Topic: topic, Value: value}
+	if !x.keyless {
+		out.Key, out.Partition = rec.Key, rec.Partition
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.stack.Brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, out).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bumpLSN moves an envelope's source.lsn on by n and returns it.
+func bumpLSN(env map[string]any, n int64) int64 {
+	source := env["source"].(map[string]any)
+	lsn := unwrapUnionValue(source["lsn"]).(int64) + n
+	source["lsn"] = map[string]any{"long": lsn}
+	return lsn
 }
 
 // latestRecordOf is the last record of the topic whose Avro key is {id}.
@@ -657,35 +694,17 @@ func TestTruncate(t *testing.T) {
 
 	// A truncate event: an envelope of the table with op "t", no row
 	// images, a newer LSN (Debezium sends it with a null key).
-	topic := cfg.Topic(simulate.TableTransactions)
-	rec := latestRecordOf(t, e.stack.Brokers, topic, want.TTransaction[0].TransactionID)
 	schemaText, err := simulate.ValueSchema(cfg, simulate.TableTransactions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	schema := avro.MustParse(schemaText)
-	var env map[string]any
-	if err := avro.Unmarshal(schema, rec.Value[5:], &env); err != nil {
-		t.Fatal(err)
-	}
-	source := env["source"].(map[string]any)
-	source["lsn"] = map[string]any{"long": unwrapUnionValue(source["lsn"]).(int64) + 50_000_000}
-	env["op"], env["before"], env["after"] = "t", nil, nil
-	body, err := avro.Marshal(schema, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	value := append(append([]byte{}, rec.Value[:5]...), body...)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.stack.Brokers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: value}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.produceEdited(t, cfg.Topic(simulate.TableTransactions), want.TTransaction[0].TransactionID, envelopeEdit{
+		readSchema: schemaText, keyless: true,
+		edit: func(env map[string]any) {
+			bumpLSN(env, 50_000_000)
+			env["op"], env["before"], env["after"] = "t", nil, nil
+		},
+	})
 
 	// What the sources hold without any transaction.
 	events, err := simulate.Plan(cfg)
