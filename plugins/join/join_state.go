@@ -314,7 +314,7 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 		}
 	}
 	if t.stored {
-		if err := j.replayAndRecord(s, c, msg, t, key, version, next); err != nil {
+		if err := j.replayAndRecord(s, c, msg, t, key, version, prev, next); err != nil {
 			return nil, err
 		}
 		c.writes = append(c.writes, write{bucket: rowBucket(t), key: []byte(key), row: next, ownBody: true})

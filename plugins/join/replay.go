@@ -1,7 +1,9 @@
 package join
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -69,13 +71,100 @@ func (c *change) recordRelease(r *relation, version int64, body map[string]any, 
 		ParentVersion: parent.Version, ParentBody: parent.Body, ChildKey: childKey})
 }
 
-func (s *state) replayEntries(t *table, key string) ([]replayEntry, error) {
+// A replay record is stored as a sequence of entries, each a header (its
+// version and time, varints) and its outputs as JSON: deciding which
+// entries to keep, and whether one has a version, reads only the headers,
+// so the record of a key that changes often costs little to carry along.
+// The outputs are decoded only when a change is delivered again.
+//
+//	record := replayFormat entry*
+//	entry  := varint(version) varint(at) uvarint(len(outs)) outs
+//
+// Records of earlier builds are a JSON array of replayEntry; they are read
+// as such and written back in this format.
+const replayFormat = 0x01
+
+// rawReplayEntry is one entry of a stored replay record, its outputs still
+// encoded (JSON of []replayOut).
+type rawReplayEntry struct {
+	version int64
+	at      int64
+	outs    []byte
+}
+
+func (e rawReplayEntry) decode() ([]replayOut, error) {
+	var outs []replayOut
+	if err := decodeJSON(e.outs, &outs); err != nil {
+		return nil, err
+	}
+	return outs, nil
+}
+
+func parseReplayRecord(b []byte) ([]rawReplayEntry, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	if b[0] != replayFormat {
+		var legacy []replayEntry
+		if err := decodeJSON(b, &legacy); err != nil {
+			return nil, err
+		}
+		entries := make([]rawReplayEntry, 0, len(legacy))
+		for _, e := range legacy {
+			outs, err := json.Marshal(e.Out)
+			if err != nil {
+				return nil, err
+			}
+			entries = append(entries, rawReplayEntry{version: e.Version, at: e.At, outs: outs})
+		}
+		return entries, nil
+	}
+	var entries []rawReplayEntry
+	for rest := b[1:]; len(rest) > 0; {
+		v, n1 := binary.Varint(rest)
+		if n1 <= 0 {
+			return nil, errors.New("bad entry version")
+		}
+		rest = rest[n1:]
+		at, n2 := binary.Varint(rest)
+		if n2 <= 0 {
+			return nil, errors.New("bad entry time")
+		}
+		rest = rest[n2:]
+		l, n3 := binary.Uvarint(rest)
+		if n3 <= 0 || l > uint64(len(rest)-n3) {
+			return nil, errors.New("bad entry length")
+		}
+		rest = rest[n3:]
+		entries = append(entries, rawReplayEntry{version: v, at: at, outs: rest[:l:l]})
+		rest = rest[l:]
+	}
+	return entries, nil
+}
+
+func encodeReplayRecord(entries []rawReplayEntry) []byte {
+	n := 1
+	for _, e := range entries {
+		n += 3*binary.MaxVarintLen64 + len(e.outs)
+	}
+	b := make([]byte, 1, n)
+	b[0] = replayFormat
+	for _, e := range entries {
+		b = binary.AppendVarint(b, e.version)
+		b = binary.AppendVarint(b, e.at)
+		b = binary.AppendUvarint(b, uint64(len(e.outs)))
+		b = append(b, e.outs...)
+	}
+	return b
+}
+
+func (s *state) replayEntries(t *table, key string) ([]rawReplayEntry, error) {
 	b, err := s.get(replayBucket(t), key)
 	if err != nil || b == nil {
 		return nil, err
 	}
-	var entries []replayEntry
-	if err := decodeJSON(b, &entries); err != nil {
+	entries, err := parseReplayRecord(b)
+	if err != nil {
 		return nil, fmt.Errorf("replay record of %s %s is corrupt: %w", t.name, key, err)
 	}
 	return entries, nil
@@ -83,12 +172,16 @@ func (s *state) replayEntries(t *table, key string) ([]replayEntry, error) {
 
 // replay emits again what the change of version recorded; parent is the
 // row's current state (for released lookup children).
-func (j *join) replay(c *change, msg *service.Message, entries []replayEntry, version int64, parent *rowState) error {
+func (j *join) replay(c *change, msg *service.Message, entries []rawReplayEntry, version int64, parent *rowState) error {
 	for _, e := range entries {
-		if e.Version != version {
+		if e.version != version {
 			continue
 		}
-		for _, o := range e.Out {
+		outs, err := e.decode()
+		if err != nil {
+			return fmt.Errorf("cdc_join: replay record of version %d is corrupt: %w", version, err)
+		}
+		for _, o := range outs {
 			r := j.relation(o.Relation)
 			if r == nil {
 				continue // a relation no longer configured
@@ -113,51 +206,65 @@ func (j *join) replay(c *change, msg *service.Message, entries []replayEntry, ve
 }
 
 // replayAndRecord, for a change being applied, emits again what this very
-// version recorded (a replay of the same change), and records what this
-// delivery emitted that a later replay could not recompute. next is the
-// row's new state.
-func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *table, key string, version int64, next *rowState) error {
+// version recorded (a replay of the same change: prev is then at this
+// version), and records what this delivery emitted that a later replay
+// could not recompute. next is the row's new state. A change newer than
+// prev was never applied, so it has nothing to replay, and one that emits
+// nothing to record leaves the record alone: neither reads it.
+func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *table, key string, version int64, prev, next *rowState) error {
+	redelivered := prev != nil && prev.Version == version
+	recorded := c.recorded
+	if !redelivered && len(recorded) == 0 {
+		return nil
+	}
 	entries, err := s.replayEntries(t, key)
 	if err != nil {
 		return err
 	}
-	recorded := c.recorded
-	// What the first delivery emitted came before what this one
-	// recomputed: keep that order.
-	again := &change{src: c.src}
-	if err := j.replay(again, msg, entries, version, next); err != nil {
-		return err
-	}
-	if len(again.out) > 0 {
-		c.out = append(again.out, c.out...)
+	if redelivered {
+		// What the first delivery emitted came before what this one
+		// recomputed: keep that order.
+		again := &change{src: c.src}
+		if err := j.replay(again, msg, entries, version, next); err != nil {
+			return err
+		}
+		if len(again.out) > 0 {
+			c.out = append(again.out, c.out...)
+		}
 	}
 	if len(recorded) == 0 {
 		return nil
 	}
-	kept := entries[:0:0]
+	kept := make([]rawReplayEntry, 0, len(entries)+1)
 	merged := false
 	horizon := s.now.Add(-replayWindow).Unix()
 	for i, e := range entries {
-		if e.Version == version {
-			e.Out = append(append([]replayOut{}, e.Out...), recorded...)
-			e.At = s.now.Unix()
+		if e.version == version {
+			outs, err := e.decode()
+			if err != nil {
+				return fmt.Errorf("cdc_join: replay record of %s %s is corrupt: %w", t.name, key, err)
+			}
+			if e.outs, err = json.Marshal(append(outs, recorded...)); err != nil {
+				return fmt.Errorf("encoding replay record: %w", err)
+			}
+			e.at = s.now.Unix()
 			merged = true
-		} else if e.At < horizon && len(entries)-i > replayMinDepth {
+		} else if e.at < horizon && len(entries)-i > replayMinDepth {
 			continue // too old to be replayed
 		}
 		kept = append(kept, e)
 	}
 	if !merged {
-		kept = append(kept, replayEntry{Version: version, At: s.now.Unix(), Out: recorded})
+		outs, err := json.Marshal(recorded)
+		if err != nil {
+			return fmt.Errorf("encoding replay record: %w", err)
+		}
+		kept = append(kept, rawReplayEntry{version: version, at: s.now.Unix(), outs: outs})
 	}
 	if len(kept) > replayMaxDepth {
 		kept = kept[len(kept)-replayMaxDepth:]
 	}
-	enc, err := json.Marshal(kept)
-	if err != nil {
-		return fmt.Errorf("encoding replay record: %w", err)
-	}
-	c.writes = append(c.writes, write{bucket: replayBucket(t), key: []byte(key), value: enc})
+	c.writes = append(c.writes, write{bucket: replayBucket(t), key: []byte(key), value: encodeReplayRecord(kept)})
 	return nil
 }
 

@@ -37,6 +37,7 @@ const (
 	ifBufferBytes     = "partition_buffer_bytes"
 	ifStallTimeout    = "stall_timeout"
 	ifWaitForTopics   = "wait_for_topics"
+	ifMergeBatches    = "merge_partition_batches"
 )
 
 func franzInputSpec() *service.ConfigSpec {
@@ -95,6 +96,10 @@ func franzInputSpec() *service.ConfigSpec {
 			Default(false).Advanced(),
 		service.NewBatchPolicyField(ifBatching).
 			Description("A batching policy applied to each partition separately: a batch never mixes partitions. Without one, a partition's whole backlog (up to `partition_buffer_bytes`) forms the next batch."),
+		service.NewIntField(ifMergeBatches).
+			Description("Above 0: a read that finds batches of several partitions ready delivers them as one batch, adding ready batches while it holds fewer than this many records (a batch is never split, so the result may exceed it by one partition's batch). Records of one partition stay in order inside it, and acking it acks each part. Fewer, larger batches make each downstream commit carry more (a transaction, an fsync); under a backlog every partition is ready at once. 0 delivers one partition's batch at a time, as Redpanda Connect does.").
+			Default(0).Example(10000).Advanced().
+			LintRule(`root = if this < 0 { [ "merge_partition_batches must be 0 or more" ] }`),
 		service.NewStringField(ifBufferBytes).
 			Description("How many record bytes of one partition are buffered ahead of processing. Above it, fetching of the partition pauses until the buffer has drained to half: memory stays bounded when the output is slow or down.").
 			Default("8MiB").Advanced(),
@@ -190,6 +195,7 @@ type franzInput struct {
 	stallTimeout    time.Duration
 	waitForTopics   bool
 	batchPolicy     service.BatchPolicy
+	mergeUpTo       int // merge_partition_batches; 0: no merging
 
 	batches chan pendingBatch
 
@@ -283,6 +289,12 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 	}
 	if in.waitForTopics, err = conf.FieldBool(ifWaitForTopics); err != nil {
 		return nil, err
+	}
+	if in.mergeUpTo, err = conf.FieldInt(ifMergeBatches); err != nil {
+		return nil, err
+	}
+	if in.mergeUpTo < 0 {
+		return nil, fmt.Errorf("merge_partition_batches must be 0 or more, got %d", in.mergeUpTo)
 	}
 	if in.batchPolicy, err = conf.FieldBatchPolicy(ifBatching); err != nil {
 		return nil, err
@@ -567,12 +579,53 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 	}
 	select {
 	case pb := <-in.batches:
+		if in.mergeUpTo > 0 {
+			pb = in.mergeReady(pb)
+		}
 		return pb.msgs, pb.ack, nil
 	case <-c.failed:
 		return nil, nil, service.ErrNotConnected
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	}
+}
+
+// mergeReady appends to first every batch that partitions have ready now,
+// while the result holds fewer than mergeUpTo records. It never waits: a
+// worker is ready exactly when it is blocked handing over its batch. A
+// partition's batches are taken in the order it hands them over, so its
+// records stay in order. The merged ack acks every part with the same
+// outcome (a nack replays each part, in order, before anything newer).
+func (in *franzInput) mergeReady(first pendingBatch) pendingBatch {
+	var parts []pendingBatch
+	n := len(first.msgs)
+	for n < in.mergeUpTo {
+		select {
+		case pb := <-in.batches:
+			parts = append(parts, pb)
+			n += len(pb.msgs)
+			continue
+		default:
+		}
+		break
+	}
+	if len(parts) == 0 {
+		return first
+	}
+	parts = append([]pendingBatch{first}, parts...)
+	msgs := make(service.MessageBatch, 0, n)
+	for _, pb := range parts {
+		msgs = append(msgs, pb.msgs...)
+	}
+	return pendingBatch{msgs: msgs, ack: func(ctx context.Context, err error) error {
+		var errs []error
+		for _, pb := range parts {
+			if aerr := pb.ack(ctx, err); aerr != nil {
+				errs = append(errs, aerr)
+			}
+		}
+		return errors.Join(errs...)
+	}}
 }
 
 // Close commits what is acked, leaves the group and stops every goroutine.

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -789,5 +790,128 @@ func TestInputTLS(t *testing.T) {
 	if err := untrusted.Connect(ctx); err == nil {
 		_ = untrusted.Close(context.Background())
 		t.Fatal("connected to a broker whose certificate is not trusted")
+	}
+}
+
+// readByPartition reads one batch and returns its offsets per partition,
+// in the order the batch holds them.
+func readByPartition(t *testing.T, in *franzInput) (map[int][]int, service.AckFunc) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	batch, ack, err := in.ReadBatch(ctx)
+	if err != nil {
+		t.Fatalf("ReadBatch: %v", err)
+	}
+	got := map[int][]int{}
+	for _, m := range batch {
+		p, _ := m.MetaGetMut("kafka_partition")
+		o, _ := m.MetaGetMut("kafka_offset")
+		got[p.(int)] = append(got[p.(int)], o.(int))
+	}
+	return got, ack
+}
+
+func TestInputMergesReadyPartitionBatches(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "merge", 4)
+	inProduce(t, s.Brokers, "merge", 4, 10)
+	in := newTestInput(t, groupConfig(s.Brokers, "merge", "g", "batching: { count: 5 }\nmerge_partition_batches: 12"))
+	connect(t, in)
+
+	// Wait until every partition has its first batch ready to hand over.
+	deadline := time.Now().Add(15 * time.Second)
+	for ready := 0; ready < 4; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of 4 partitions have a batch ready", ready)
+		}
+		time.Sleep(20 * time.Millisecond)
+		ready = 0
+		in.connMu.Lock()
+		in.conn.partsMu.Lock()
+		for _, p := range in.conn.parts {
+			p.mu.Lock()
+			if len(p.inflight) == 1 {
+				ready++
+			}
+			p.mu.Unlock()
+		}
+		in.conn.partsMu.Unlock()
+		in.connMu.Unlock()
+	}
+	time.Sleep(100 * time.Millisecond) // the workers reach their hand-over
+
+	// 5 + 5 + 5: merging stops once the batch holds 12 or more.
+	first, ack := readByPartition(t, in)
+	if len(first) != 3 {
+		t.Fatalf("merged batch holds partitions %v, want 3 partitions' batches", first)
+	}
+	for p, offs := range first {
+		if fmt.Sprint(offs) != "[0 1 2 3 4]" {
+			t.Fatalf("partition %d: offsets %v in the merged batch, want [0 1 2 3 4]", p, offs)
+		}
+	}
+
+	// A nack replays every part, before anything newer of its partition.
+	if err := ack(context.Background(), errors.New("output down")); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int][]int{}
+	var acks []service.AckFunc
+	for n := 0; n < 20; {
+		got, ack := readByPartition(t, in)
+		acks = append(acks, ack)
+		for p, offs := range got {
+			seen[p] = append(seen[p], offs...)
+			n += len(offs)
+		}
+	}
+	for p := 0; p < 4; p++ {
+		if fmt.Sprint(seen[p]) != "[0 1 2 3 4]" {
+			t.Fatalf("after the nack, partition %d delivered %v, want [0 1 2 3 4] (replay before newer)", p, seen[p])
+		}
+	}
+	for _, ack := range acks {
+		if err := ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Acking a merged batch acks each part: every partition moves on to 5.
+	seen = map[int][]int{}
+	for n := 0; n < 20; {
+		got, ack := readByPartition(t, in)
+		for p, offs := range got {
+			seen[p] = append(seen[p], offs...)
+			n += len(offs)
+		}
+		if err := ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.connMu.Lock()
+	parts := in.conn.parts
+	in.connMu.Unlock()
+	for p := 0; p < 4; p++ {
+		if fmt.Sprint(seen[p]) != "[5 6 7 8 9]" {
+			t.Fatalf("partition %d then delivered %v, want [5 6 7 8 9]", p, seen[p])
+		}
+		if eo, ok := parts[topicPartition{"merge", int32(p)}].commitOffset(); !ok || eo.Offset != 10 {
+			t.Fatalf("partition %d: committable offset %v %v, want 10", p, eo.Offset, ok)
+		}
+	}
+}
+
+func TestInputMergeLimitMustNotBeNegative(t *testing.T) {
+	conf, err := franzInputSpec().ParseYAML(`
+seed_brokers: [ "localhost:9092" ]
+topics: [ foo ]
+merge_partition_batches: -1
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newFranzInput(conf, service.MockResources()); err == nil || !strings.Contains(err.Error(), "merge_partition_batches") {
+		t.Fatalf("merge_partition_batches -1: got %v, want an error naming the field", err)
 	}
 }

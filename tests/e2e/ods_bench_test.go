@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -62,12 +64,27 @@ func BenchmarkODSThroughput(b *testing.B) {
 
 	b.ResetTimer()
 	start := time.Now()
-	p := e.start(b)
+	var p *pipeline
+	profile, statsAddr := os.Getenv("ODSFLOW_BENCH_CPUPROFILE"), ""
+	// Caught up is seen in the group's committed offsets: commit often, or
+	// the measurement is rounded up to the next commit_period.
+	frequentCommits := []string{"--set", "input.kafka_franz.commit_period=100ms"}
+	if profile == "" {
+		p = e.start(b, append(frequentCommits, "--set", "http.enabled=false")...)
+	} else {
+		statsAddr = freeAddr(b)
+		p = e.start(b, append(frequentCommits, "--set", "http.address="+statsAddr, "--set", "http.debug_endpoints=true")...)
+		go captureProfile(b, statsAddr, profile, 5*time.Second, 6*time.Second)
+	}
 	ctx := context.Background()
+	var firstCommit time.Duration // start-up: the process, the group join, the first batch
 	for {
 		lag, err := groupLag(ctx, e.stack.Brokers, "e2e")
 		if err != nil {
 			b.Fatal(err)
+		}
+		if lag >= 0 && lag < total && firstCommit == 0 {
+			firstCommit = time.Since(start)
 		}
 		if lag == 0 {
 			break
@@ -75,11 +92,17 @@ func BenchmarkODSThroughput(b *testing.B) {
 		if time.Since(start) > 20*time.Minute {
 			b.Fatalf("lag %d after 20 minutes", lag)
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	took := time.Since(start)
 	b.StopTimer()
-	e.waitExact(b, p, want, time.Minute)
+	if statsAddr != "" {
+		saveStats(b, statsAddr, profile+".stats.json")
+		_ = os.WriteFile(profile+".log", []byte(p.logs.String()), 0o644)
+	}
+	if os.Getenv("ODSFLOW_BENCH_CONFIG") == "" {
+		e.waitExact(b, p, want, time.Minute)
+	}
 	p.stop(b)
 
 	ceiling := ceilingWrite(b, e, want)
@@ -88,6 +111,7 @@ func BenchmarkODSThroughput(b *testing.B) {
 	b.ReportMetric(float64(total), "records")
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(took.Seconds(), "s-to-caught-up")
+	b.ReportMetric(firstCommit.Seconds(), "s-to-first-commit")
 	b.ReportMetric(ceiling.Seconds(), "s-pg-only-final-rows")
 	b.ReportMetric(rate/ceilRate, "x-pg-only")
 }
@@ -185,12 +209,7 @@ func BenchmarkODSFreshness(b *testing.B) {
 	e.waitExact(b, loader, e.produce(b), 2*time.Minute)
 	loader.stop(b)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(b)
 	p := e.start(b, "--set", "http.address="+addr)
 	ctx := context.Background()
 	for deadline := time.Now().Add(time.Minute); ; {
@@ -246,4 +265,59 @@ func stableMember(ctx context.Context, brokers, group string) bool {
 	}
 	g, ok := groups[group]
 	return ok && g.Err == nil && g.State == "Stable" && len(g.Members) == 1
+}
+
+// freeAddr is a loopback address nobody listens on right now.
+func freeAddr(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// captureProfile writes a CPU profile of the pipeline process, taken for
+// `length` after `after`, to path (ODSFLOW_BENCH_CPUPROFILE): where the
+// time goes when the pipeline is busiest. Failures are logged, not fatal:
+// the profile is a diagnosis, not part of the measurement.
+func captureProfile(b *testing.B, addr, path string, after, length time.Duration) {
+	time.Sleep(after)
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(length.Seconds()))
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Logf("cpu profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Logf("cpu profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Logf("cpu profile: %v", err)
+		return
+	}
+	b.Logf("cpu profile of the pipeline written to %s", path)
+}
+
+// saveStats writes the pipeline's /stats (every metric) to path.
+func saveStats(b *testing.B, addr, path string) {
+	resp, err := http.Get("http://" + addr + "/stats")
+	if err != nil {
+		b.Logf("stats: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(path, body, 0o644)
+	}
+	if err != nil {
+		b.Logf("stats: %v", err)
+		return
+	}
+	b.Logf("metrics of the pipeline written to %s", path)
 }

@@ -115,7 +115,7 @@ func (e *env) start(t testing.TB, extra ...string) *pipeline {
 	if len(extra) == 0 {
 		extra = []string{"--set", "http.enabled=false"} // pipelines of parallel tests would share port 4195
 	}
-	p.cmd = exec.Command(odsflowBin, append(append([]string{"run", "--log.level", "info"}, extra...), "config/ods.yaml")...)
+	p.cmd = exec.Command(odsflowBin, append(append([]string{"run", "--log.level", "info"}, extra...), benchConfig())...)
 	p.cmd.Dir = repoRoot
 	p.cmd.Env = e.vars
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -722,4 +722,11 @@ func TestTruncate(t *testing.T) {
 		t.Errorf("%d dead letters from a truncate", len(dlq))
 	}
 	p.stop(t)
+}
+
+func benchConfig() string {
+	if c := os.Getenv("ODSFLOW_BENCH_CONFIG"); c != "" {
+		return c
+	}
+	return "config/ods.yaml"
 }
