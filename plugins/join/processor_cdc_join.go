@@ -108,6 +108,9 @@ type table struct {
 	key   *bloblang.Executor
 	// stored: kept in state (a parent, or a latest_state child).
 	stored bool
+	// rank orders a batch's changes: parents before their children (see
+	// applyOrder).
+	rank int
 }
 
 type relation struct {
@@ -216,6 +219,14 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 			r.child.stored = true
 		}
 		j.relations = append(j.relations, r)
+	}
+	// A child ranks after its parents (the longest chain of parents above
+	// it; a cycle only stops the ranks from growing after len(tables)
+	// rounds).
+	for range j.tables {
+		for _, r := range j.relations {
+			r.child.rank = max(r.child.rank, r.parent.rank+1)
+		}
 	}
 	dir, err := conf.FieldString("state_dir")
 	if err != nil {

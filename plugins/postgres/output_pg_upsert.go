@@ -49,7 +49,7 @@ Table and column names are validated (each part `+"`^[A-Za-z_][A-Za-z0-9_]*$`"+`
 part of the SQL text. The DSN is a secret: its password appears in no log line, error or `+"`echo`"+` output.`).
 		Fields(
 			service.NewStringField("dsn").Secret().
-				Description("The PostgreSQL connection string (URL or key=value), as pgx reads it.").
+				Description("The PostgreSQL connection string (URL or key=value), as pgx reads it. Its sessions run with `jit=off` unless the string sets `jit` (for example `?jit=on`): compiling a plan costs more than a batch's statements save by it.").
 				Example("${ODS_DSN:postgres://postgres:postgres@localhost:5432/ods?sslmode=disable}"),
 			service.NewObjectListField("tables",
 				service.NewStringField("name").Description("The table, schema-qualified or not.").Example("ods_schema.customer_account"),
@@ -318,6 +318,12 @@ func (u *upsert) Connect(ctx context.Context) error {
 	pc.MaxConnLifetime = u.poolConf.maxLifetime
 	pc.MaxConnIdleTime = u.poolConf.maxIdle
 	pc.ConnConfig.ConnectTimeout = u.poolConf.dial
+	if _, set := pc.ConnConfig.RuntimeParams["jit"]; !set {
+		// A batch's statements are planned with row counts that make
+		// PostgreSQL compile them (jit_above_cost), tens of milliseconds
+		// per statement that the execution never wins back.
+		pc.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return fmt.Errorf("pg_upsert: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -157,4 +158,27 @@ func TestManyBadRowsAreIsolated(t *testing.T) {
 		t.Errorf("%d refused, want %d", got, n/10)
 	}
 	check(t, "the good rows", one(t, conn, `SELECT count(*)::text FROM ods.customer_account`), fmt.Sprint(n-n/10))
+}
+
+// The output's sessions run without JIT unless the DSN asks for it.
+func TestSessionsRunWithoutJITUnlessTheDSNSetsIt(t *testing.T) {
+	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
+	for _, c := range []struct{ param, want string }{{"", "off"}, {"jit=on", "on"}} {
+		dsn := newDB(t)
+		if c.param != "" {
+			sep := "?"
+			if strings.Contains(dsn, "?") {
+				sep = "&"
+			}
+			dsn += sep + c.param
+		}
+		u := newOutput(t, fmt.Sprintf(upsertConfig, dsn, indented))
+		var got string
+		if err := u.currentPool().QueryRow(context.Background(), "SHOW jit").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("dsn with %q: jit = %s, want %s", c.param, got, c.want)
+		}
+	}
 }
