@@ -96,6 +96,7 @@ func BenchmarkODSThroughput(b *testing.B) {
 	}
 	took := time.Since(start)
 	b.StopTimer()
+	peakRSS := peakRSSMB(p)
 	if statsAddr != "" {
 		saveStats(b, statsAddr, profile+".stats.json")
 		_ = os.WriteFile(profile+".log", []byte(p.logs.String()), 0o644)
@@ -112,6 +113,7 @@ func BenchmarkODSThroughput(b *testing.B) {
 	b.ReportMetric(rate, "events/s")
 	b.ReportMetric(took.Seconds(), "s-to-caught-up")
 	b.ReportMetric(firstCommit.Seconds(), "s-to-first-commit")
+	b.ReportMetric(peakRSS, "MB-peak-RSS")
 	b.ReportMetric(ceiling.Seconds(), "s-pg-only-final-rows")
 	b.ReportMetric(rate/ceilRate, "x-pg-only")
 }
@@ -320,4 +322,22 @@ func saveStats(b *testing.B, addr, path string) {
 		return
 	}
 	b.Logf("metrics of the pipeline written to %s", path)
+}
+
+// peakRSSMB is the pipeline process's peak resident memory (VmHWM), in MB;
+// 0 where /proc cannot tell.
+func peakRSSMB(p *pipeline) float64 {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%f kB", &kb); err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	return 0
 }
