@@ -244,7 +244,10 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 // is: the state and the rows come out the same. Parents first spares the
 // work of holding a lookup child whose parent is later in the same batch
 // (as under a backlog, where a batch spans many partitions) and releasing
-// it again.
+// it again. A truncate is a barrier: what came before it in the batch is
+// applied before it, what came after, after it (moving a parent's change
+// across a truncate of its child's table, or the reverse, would change
+// what the truncate takes).
 func applyOrder(preps []*prepared) []int {
 	order := make([]int, len(preps))
 	for i := range order {
@@ -256,7 +259,15 @@ func applyOrder(preps []*prepared) []int {
 		}
 		return 0
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rank(a), rank(b)) })
+	byRank := func(a, b int) int { return cmp.Compare(rank(a), rank(b)) }
+	from := 0
+	for i, p := range preps {
+		if p.op == "t" && p.err == nil && !p.passthrough {
+			slices.SortStableFunc(order[from:i], byRank)
+			from = i + 1
+		}
+	}
+	slices.SortStableFunc(order[from:], byRank)
 	return order
 }
 

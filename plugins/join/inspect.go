@@ -77,6 +77,8 @@ func Inspect(ctx context.Context, dir, key string, w io.Writer) error {
 				fmt.Fprintf(tw, "%s\t%d\t\tparent→child links of relation %s\n", b, n, strings.TrimPrefix(b, "idx."))
 			case strings.HasPrefix(b, "held."):
 				fmt.Fprintf(tw, "%s\t%d\t\tevents of relation %s held for their parent\n", b, n, strings.TrimPrefix(b, "held."))
+			case strings.HasPrefix(b, "gone."):
+				fmt.Fprintf(tw, "%s\t%d\t\tchildren of relation %s deleted (kept for tombstone_retention)\n", b, n, strings.TrimPrefix(b, "gone."))
 			case b == truncBucket():
 				err := tx.Scan(b, nil, func(k, v []byte) error {
 					tr, err := decodeTruncation(v)

@@ -71,6 +71,45 @@ func heldBucket(r *relation) string      { return "held." + r.name }
 // held under.
 func heldKeyBucket(r *relation) string { return "heldkey." + r.name }
 
+// goneBucket keeps, for a tombstone_retention, the version at which each
+// lookup child was deleted. Lookup children are not stored, so without it
+// nothing would tell a replayed release (a parent's change delivered again
+// after a crash, re-emitting a child it once released) that the child has
+// been deleted since: the ODS keeps no tombstones, so the re-emitted row
+// would come back. A child's own changes need no such guard: its create
+// and delete share a partition, and come again in order.
+func goneBucket(r *relation) string { return "gone." + r.name }
+
+// goneEntry is a goneBucket value: the delete's version and when it was
+// applied (unix seconds), 16 bytes.
+func goneEntry(version int64, at time.Time) []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, uint64(version))
+	binary.BigEndian.PutUint64(b[8:], uint64(at.Unix()))
+	return b
+}
+
+func parseGone(b []byte) (version, at int64, err error) {
+	if len(b) != 16 {
+		return 0, 0, fmt.Errorf("deleted-child entry of %d bytes, want 16", len(b))
+	}
+	return int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint64(b[8:])), nil
+}
+
+// deletedSince tells whether a lookup child was deleted by a change newer
+// than version.
+func (s *state) deletedSince(r *relation, childKey string, version int64) (bool, error) {
+	b, err := s.get(goneBucket(r), childKey)
+	if err != nil || b == nil {
+		return false, err
+	}
+	gone, _, err := parseGone(b)
+	if err != nil {
+		return false, fmt.Errorf("cdc_join: %s %s: %w", r.name, childKey, err)
+	}
+	return gone > version, nil
+}
+
 // dropHeld drops the held event of a lookup child, if it has one.
 func dropHeld(s *state, c *change, r *relation, key string) error {
 	parent, err := s.tx.Get(heldKeyBucket(r), []byte(key))
@@ -273,7 +312,7 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := j.replay(c, msg, entries, version, prev); err != nil {
+			if err := j.replay(s, c, msg, entries, version, prev); err != nil {
 				return nil, err
 			}
 			return c.out, nil
@@ -519,6 +558,11 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 		keyCols := l.keyCols
 		r.deleteVersions(keyCols, version, unknownParentVersion)
 		c.emit(msg, r.name, "delete", keyCols)
+		if gone, err := s.deletedSince(r, key, version-1); err != nil {
+			return err
+		} else if !gone {
+			c.writes = append(c.writes, write{bucket: goneBucket(r), key: []byte(key), value: goneEntry(version, s.now)})
+		}
 		// A held event of this key never arrives now: drop it.
 		return dropHeld(s, c, r, key)
 	}

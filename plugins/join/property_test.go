@@ -299,18 +299,48 @@ func genDeliveries(r *rand.Rand, hist []srcEvent, p genParams) []delivery {
 		dels = append(dels, delivery{Events: b, Replay: -1})
 		if r.IntN(100) < p.CrashPct {
 			// The process dies with the last 1–3 batches' outputs in flight:
-			// they are lost, and Kafka delivers those batches again from
-			// the last committed offset, in the same order.
-			var again []delivery
+			// they are lost, and Kafka delivers their records again from
+			// each partition's last committed offset: in order within a
+			// partition, but interleaved across partitions as the new
+			// fetches happen to come (a partition can come back before
+			// another whose records preceded its own).
+			var lost [][]srcEvent
 			for k, n := len(dels)-1, 1+r.IntN(3); k >= 0 && n > 0; k-- {
 				if dels[k].Replay < 0 && !dels[k].Lost {
 					dels[k].Lost = true
-					again = append(again, delivery{Events: dels[k].Events, Replay: -1})
+					lost = append(lost, dels[k].Events)
 					n--
 				}
 			}
-			slices.Reverse(again)
-			dels = append(dels, again...)
+			slices.Reverse(lost)
+			var byQueue [][]srcEvent
+			queueOf := map[int]int{}
+			for _, b := range lost {
+				for _, e := range b {
+					q := topic[e.Table]*p.Partitions + e.ID%p.Partitions
+					at, ok := queueOf[q]
+					if !ok {
+						at = len(byQueue)
+						queueOf[q] = at
+						byQueue = append(byQueue, nil)
+					}
+					byQueue[at] = append(byQueue[at], e)
+				}
+			}
+			var again []srcEvent
+			for len(byQueue) > 0 {
+				k := r.IntN(len(byQueue))
+				take := min(len(byQueue[k]), 1+r.IntN(3))
+				again = append(again, byQueue[k][:take]...)
+				if byQueue[k] = byQueue[k][take:]; len(byQueue[k]) == 0 {
+					byQueue = slices.Delete(byQueue, k, k+1)
+				}
+			}
+			for len(again) > 0 {
+				n := min(len(again), 1+r.IntN(p.MaxBatch))
+				dels = append(dels, delivery{Events: again[:n:n], Replay: -1})
+				again = again[n:]
+			}
 		}
 		if r.IntN(100) < p.DupPct {
 			lo := max(0, i-20)

@@ -40,12 +40,15 @@ func (j *join) purgeLoop(ctx context.Context) {
 // purge deletes every tombstone that expired by now, in chunks, and
 // returns how many it deleted.
 func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
-	var buckets []string
+	var buckets, gone []string
 	if err := j.store.View(ctx, func(tx statestore.Tx) error {
 		names, err := tx.Buckets()
 		for _, n := range names {
-			if strings.HasPrefix(n, "row.") {
+			switch {
+			case strings.HasPrefix(n, "row."):
 				buckets = append(buckets, n)
+			case strings.HasPrefix(n, "gone."):
+				gone = append(gone, n)
 			}
 		}
 		return err
@@ -53,6 +56,13 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 		return 0, err
 	}
 	total := 0
+	for _, b := range gone {
+		n, err := j.purgeGone(ctx, b, now)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
 	for _, b := range buckets {
 		t := &table{name: strings.TrimPrefix(b, "row.")}
 		var after []byte
@@ -119,4 +129,53 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 		}
 	}
 	return total, nil
+}
+
+// purgeGone deletes the deleted-child entries of bucket (goneBucket) older
+// than the retention, in chunks.
+func (j *join) purgeGone(ctx context.Context, bucket string, now time.Time) (int, error) {
+	horizon := now.Add(-j.retention).Unix()
+	total := 0
+	var after []byte
+	for {
+		var expired [][]byte
+		var last []byte
+		done := true
+		err := j.store.Update(ctx, func(tx statestore.Tx) error {
+			expired, last, done = expired[:0], nil, true
+			seen := 0
+			err := tx.ScanFrom(bucket, after, func(k, v []byte) error {
+				if seen++; seen > purgeChunk {
+					done = false
+					return statestore.ErrStop
+				}
+				last = append(last[:0], k...)
+				_, at, err := parseGone(v)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", bucket, k, err)
+				}
+				if at < horizon {
+					expired = append(expired, append([]byte{}, k...))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, k := range expired {
+				if err := tx.Delete(bucket, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += len(expired)
+		if done {
+			return total, nil
+		}
+		after = append(append([]byte{}, last...), 0)
+	}
 }

@@ -160,3 +160,65 @@ func TestABatchIsAppliedParentsFirst(t *testing.T) {
 		t.Errorf("%d replay records: the transaction was held and released although its account came in its batch", n)
 	}
 }
+
+// Found by TestCrashes (tests/e2e): after a crash, the transactions
+// partition came back with the delete of a transaction before the accounts
+// partition came back with the account change that had released it. The
+// replayed release must not bring the deleted transaction back (the ODS
+// keeps no tombstones).
+func TestAReplayedReleaseDoesNotResurrectADeletedChild(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, txn("c", 1, 50, 1)) // held: account 1 unknown
+	release := tx + `{"account_number":"1001","customer_id":7,"source_version":1,"transaction_amount":"12.50","transaction_id":50}`
+	expect(t, "the account releases it", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")), release)
+	del := ev("T_Transactions", "d", 3, `{"id":50}`)
+	deleted := "t_transaction delete " + `{"source_version":3,"transaction_id":50}`
+	expect(t, "the transaction is deleted", run(t, j, del), deleted)
+	// The crash: both redelivered, the delete first (another partition).
+	expect(t, "the delete again", run(t, j, ev("T_Transactions", "d", 3, `{"id":50}`)), deleted)
+	expect(t, "the account change again: no release of the deleted transaction", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")))
+
+	// A later re-insert of the same id is a new row, released as usual.
+	run(t, j, txn("c", 4, 50, 2)) // held: account 2 unknown
+	expect(t, "a newer child of the same key", run(t, j, acct("c", 5, 2, 1002, 7, "1.00")),
+		tx+`{"account_number":"1002","customer_id":7,"source_version":4,"transaction_amount":"12.50","transaction_id":50}`)
+
+	// The purge forgets deletes older than the retention.
+	if n := count(t, j, "gone.t_transaction"); n != 1 {
+		t.Fatalf("%d deleted-child entries, want 1", n)
+	}
+	if _, err := j.purge(context.Background(), time.Now().Add(j.retention+time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, j, "gone.t_transaction"); n != 0 {
+		t.Errorf("%d deleted-child entries after the purge, want 0", n)
+	}
+}
+
+// Found by review: a replayed release must not bring back a child whose
+// table was truncated since.
+func TestAReplayedReleaseDoesNotResurrectATruncatedChild(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, txn("c", 1, 50, 1)) // held
+	expect(t, "the account releases it", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")),
+		tx+`{"account_number":"1001","customer_id":7,"source_version":1,"transaction_amount":"12.50","transaction_id":50}`)
+	run(t, j, ev("T_Transactions", "t", 3, `{}`))
+	expect(t, "the account change again, after the truncate", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")))
+}
+
+// Found by review: a truncate is a barrier for the parents-first order.
+func TestParentsFirstDoesNotCrossATruncate(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 2, 1, 1001, 7, "5.00"))
+	// The transaction joins its live account; the accounts' truncate
+	// comes after it in the batch, and must not take its parent first.
+	got := run(t, j, txn("c", 3, 50, 1), ev("T_Accounts", "t", 60, `{}`))
+	want := tx + `{"account_number":"1001","customer_id":7,"source_version":3,"transaction_amount":"12.50","transaction_id":50}`
+	found := false
+	for _, g := range got {
+		found = found || g == want
+	}
+	if !found {
+		t.Fatalf("outputs %v: want the transaction joined before the truncate", got)
+	}
+}

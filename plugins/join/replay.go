@@ -172,7 +172,7 @@ func (s *state) replayEntries(t *table, key string) ([]rawReplayEntry, error) {
 
 // replay emits again what the change of version recorded; parent is the
 // row's current state (for released lookup children).
-func (j *join) replay(c *change, msg *service.Message, entries []rawReplayEntry, version int64, parent *rowState) error {
+func (j *join) replay(s *state, c *change, msg *service.Message, entries []rawReplayEntry, version int64, parent *rowState) error {
 	for _, e := range entries {
 		if e.version != version {
 			continue
@@ -198,6 +198,16 @@ func (j *join) replay(c *change, msg *service.Message, entries []rawReplayEntry,
 			}
 			if joined == nil || joined.Deleted {
 				continue // a record of an earlier build, without its parent
+			}
+			if gone, err := s.deletedSince(r, o.ChildKey, o.Version); err != nil {
+				return err
+			} else if gone {
+				continue // deleted since it was released: it must not come back
+			}
+			if tr, err := s.truncation(r.child); err != nil {
+				return err
+			} else if tr != nil && o.Version <= tr.version {
+				continue // its table was truncated since: likewise
 			}
 			c.emitDerived(msg, r, joined, &rowState{Version: o.Version, Body: o.Body}, o.ChildKey)
 		}
@@ -225,7 +235,7 @@ func (j *join) replayAndRecord(s *state, c *change, msg *service.Message, t *tab
 		// What the first delivery emitted came before what this one
 		// recomputed: keep that order.
 		again := &change{src: c.src}
-		if err := j.replay(again, msg, entries, version, next); err != nil {
+		if err := j.replay(s, again, msg, entries, version, next); err != nil {
 			return err
 		}
 		if len(again.out) > 0 {

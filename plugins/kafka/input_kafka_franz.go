@@ -97,7 +97,7 @@ func franzInputSpec() *service.ConfigSpec {
 		service.NewBatchPolicyField(ifBatching).
 			Description("A batching policy applied to each partition separately: a batch never mixes partitions. Without one, a partition's whole backlog (up to `partition_buffer_bytes`) forms the next batch."),
 		service.NewIntField(ifMergeBatches).
-			Description("Above 0: a read that finds batches of several partitions ready delivers them as one batch, adding ready batches while it holds fewer than this many records (a batch is never split, so the result may exceed it by one partition's batch). Records of one partition stay in order inside it, and acking it acks each part. Fewer, larger batches make each downstream commit carry more (a transaction, an fsync); under a backlog every partition is ready at once. 0 delivers one partition's batch at a time, as Redpanda Connect does.").
+			Description("Above 0: a read that finds batches of several partitions ready delivers them as one batch, adding ready batches while it holds fewer than this many records (a batch is never split, so the result may exceed it by one partition's batch). Records of one partition stay in order inside it, and acking it acks each part; a nack replays each part, before anything newer of its partition (a part that keeps failing can hold back the partitions merged with it again). Fewer, larger batches make each downstream commit carry more (a transaction, an fsync); under a backlog every partition is ready at once. 0 delivers one partition's batch at a time, as Redpanda Connect does.").
 			Default(0).Example(10000).Advanced().
 			LintRule(`root = if this < 0 { [ "merge_partition_batches must be 0 or more" ] }`),
 		service.NewStringField(ifBufferBytes).

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -49,7 +51,7 @@ Table and column names are validated (each part `+"`^[A-Za-z_][A-Za-z0-9_]*$`"+`
 part of the SQL text. The DSN is a secret: its password appears in no log line, error or `+"`echo`"+` output.`).
 		Fields(
 			service.NewStringField("dsn").Secret().
-				Description("The PostgreSQL connection string (URL or key=value), as pgx reads it. Its sessions run with `jit=off` unless the string sets `jit` (for example `?jit=on`): compiling a plan costs more than a batch's statements save by it.").
+				Description("The PostgreSQL connection string (URL or key=value), as pgx reads it. Its sessions run with `jit` off unless the string sets it (`?jit=on`, or `options=-c jit=on`): compiling a plan costs more than a batch's statements save by it.").
 				Example("${ODS_DSN:postgres://postgres:postgres@localhost:5432/ods?sslmode=disable}"),
 			service.NewObjectListField("tables",
 				service.NewStringField("name").Description("The table, schema-qualified or not.").Example("ods_schema.customer_account"),
@@ -302,6 +304,15 @@ func appendUnique(list []string, s string) []string {
 	return append(list, s)
 }
 
+// dsnSetsJIT tells whether the DSN chose jit itself: as a parameter, or in
+// the server options.
+func dsnSetsJIT(params map[string]string) bool {
+	if _, ok := params["jit"]; ok {
+		return true
+	}
+	return strings.Contains(params["options"], "jit")
+}
+
 // Connect opens the pool, runs the init SQL and reads the tables' column
 // types from the catalog (which also checks that they exist).
 func (u *upsert) Connect(ctx context.Context) error {
@@ -318,11 +329,21 @@ func (u *upsert) Connect(ctx context.Context) error {
 	pc.MaxConnLifetime = u.poolConf.maxLifetime
 	pc.MaxConnIdleTime = u.poolConf.maxIdle
 	pc.ConnConfig.ConnectTimeout = u.poolConf.dial
-	if _, set := pc.ConnConfig.RuntimeParams["jit"]; !set {
+	if !dsnSetsJIT(pc.ConnConfig.RuntimeParams) {
 		// A batch's statements are planned with row counts that make
 		// PostgreSQL compile them (jit_above_cost), tens of milliseconds
-		// per statement that the execution never wins back.
-		pc.ConnConfig.RuntimeParams["jit"] = "off"
+		// per statement that the execution never wins back. Set after
+		// connecting, not as a startup parameter, which poolers such as
+		// PgBouncer refuse; a server without the setting (before 11)
+		// just keeps its default.
+		pc.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, "SET jit = off")
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) {
+				return nil
+			}
+			return err
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {

@@ -163,7 +163,7 @@ func TestManyBadRowsAreIsolated(t *testing.T) {
 // The output's sessions run without JIT unless the DSN asks for it.
 func TestSessionsRunWithoutJITUnlessTheDSNSetsIt(t *testing.T) {
 	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
-	for _, c := range []struct{ param, want string }{{"", "off"}, {"jit=on", "on"}} {
+	for _, c := range []struct{ param, want string }{{"", "off"}, {"jit=on", "on"}, {"options=-c%20jit%3Don", "on"}} {
 		dsn := newDB(t)
 		if c.param != "" {
 			sep := "?"

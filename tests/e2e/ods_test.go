@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -374,22 +375,29 @@ func readDLQ(t testing.TB, brokers, topic string, n int) []*kgo.Record {
 // to be back at work is logged (design §8: seconds; kfake has no static
 // membership, so a restart waits for the killed member's session).
 func TestCrashes(t *testing.T) {
-	cfg := simulate.Config{TopicPrefix: "crash.transactions_schema", Money: simulate.MoneyDecimal, Customers: 300, Events: 60_000, Seed: 13}
+	// The changes keep arriving while the pipeline dies and comes back
+	// (~30 s of them), as they would in production.
+	cfg := simulate.Config{TopicPrefix: "crash.transactions_schema", Money: simulate.MoneyDecimal, Customers: 300, Events: 60_000, Seed: 13, Rate: 2000}
 	e := newEnv(t, cfg)
-	want := e.produce(t)
-	r := rand.New(rand.NewPCG(13, 5))
-	rowsNow := func() int {
-		got, err := odsread.Read(context.Background(), e.dsn)
-		if err != nil {
-			return 0 // the schema may not exist yet
-		}
-		return len(got.CustomerAccount) + len(got.TTransaction)
+	events, err := simulate.Plan(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
+	want := simulate.Expect(events, simulate.DefaultSpendingTypes())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	produced := make(chan error, 1)
+	go func() { _, err := simulate.Run(ctx, cfg, e.stack.Brokers, e.stack.RegistryURL); produced <- err }()
+
+	r := rand.New(rand.NewPCG(13, 5))
 	for kill := 1; kill <= 5; kill++ {
-		before := rowsNow()
+		before := odsFingerprint(e.dsn)
 		p := e.start(t)
 		started := time.Now()
-		for rowsNow() == before {
+		// Back at work: a change written since the start, or, once the
+		// stream has ended and everything is committed, the member joined
+		// with nothing left to do.
+		for odsFingerprint(e.dsn) == before && !(groupIdle(ctx, e.stack.Brokers, "e2e") && stableMember(ctx, e.stack.Brokers, "e2e")) {
 			select {
 			case <-p.done:
 				t.Fatalf("the pipeline exited by itself; logs:\n%s", tail(p.logs.String(), 4000))
@@ -403,13 +411,44 @@ func TestCrashes(t *testing.T) {
 		wait := time.Duration(r.IntN(1500)) * time.Millisecond
 		time.Sleep(wait)
 		p.kill()
-		t.Logf("life %d: back at work %v after its start, killed %v later with %d rows written",
-			kill, backAtWork.Round(time.Millisecond), wait, rowsNow())
+		t.Logf("life %d: back at work %v after its start, killed %v later at %s",
+			kill, backAtWork.Round(time.Millisecond), wait, odsFingerprint(e.dsn))
+	}
+	if err := <-produced; err != nil {
+		t.Fatal(err)
 	}
 	p := e.start(t)
 	took := e.waitExact(t, p, want, 3*time.Minute)
 	t.Logf("after 5 SIGKILLs, exact %v after the last restart", took.Round(time.Millisecond))
 	p.stop(t)
+}
+
+// odsFingerprint changes whenever a change is written to the ODS: the row
+// counts and the sums of the version columns ("" before the schema exists).
+func odsFingerprint(dsn string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return ""
+	}
+	defer conn.Close(ctx)
+	var fp string
+	err = conn.QueryRow(ctx, `SELECT format('%s accounts (versions %s), %s transactions (versions %s)',
+		(SELECT count(*) FROM ods_schema.customer_account),
+		(SELECT coalesce(sum(account_version + customer_version), 0) FROM ods_schema.customer_account),
+		(SELECT count(*) FROM ods_schema.t_transaction),
+		(SELECT coalesce(sum(source_version), 0) FROM ods_schema.t_transaction))`).Scan(&fp)
+	if err != nil {
+		return ""
+	}
+	return fp
+}
+
+// groupIdle: the group has committed every record of its topics.
+func groupIdle(ctx context.Context, brokers, group string) bool {
+	lag, err := groupLag(ctx, brokers, group)
+	return err == nil && lag == 0
 }
 
 // TestPostgresRestart: PostgreSQL restarted mid-run, the ODS ends exact.
