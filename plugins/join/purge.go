@@ -40,109 +40,77 @@ func (j *join) purgeLoop(ctx context.Context) {
 // purge deletes every tombstone that expired by now, in chunks, and
 // returns how many it deleted.
 func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
-	var buckets, gone []string
+	var buckets []string
 	if err := j.store.View(ctx, func(tx statestore.Tx) error {
 		names, err := tx.Buckets()
 		for _, n := range names {
-			switch {
-			case strings.HasPrefix(n, "row."):
+			if strings.HasPrefix(n, "row.") || strings.HasPrefix(n, "gone.") {
 				buckets = append(buckets, n)
-			case strings.HasPrefix(n, "gone."):
-				gone = append(gone, n)
 			}
 		}
 		return err
 	}); err != nil {
 		return 0, err
 	}
+	horizon := now.Add(-j.retention).Unix()
 	total := 0
-	for _, b := range gone {
-		n, err := j.purgeGone(ctx, b, now)
+	for _, b := range buckets {
+		var expired func(st *state, k, v []byte) ([]write, error)
+		if strings.HasPrefix(b, "gone.") {
+			// A deleted lookup child: forgotten after the retention.
+			expired = func(_ *state, k, v []byte) ([]write, error) {
+				_, at, err := parseGone(v)
+				if err != nil {
+					return nil, fmt.Errorf("%s %s: %w", b, k, err)
+				}
+				if at >= horizon {
+					return nil, nil
+				}
+				return []write{{bucket: b, key: k}}, nil
+			}
+		} else {
+			t := &table{name: strings.TrimPrefix(b, "row.")}
+			expired = func(st *state, k, v []byte) ([]write, error) {
+				r, err := st.row(t, string(k))
+				if err != nil || r != nil { // row() hides expired tombstones
+					return nil, err
+				}
+				// Its replay record (a change this old is not replayed), and
+				// the index entries a truncated row still has.
+				dels := []write{{bucket: b, key: k}, {bucket: replayBucket(t), key: k}}
+				raw, err := decodeRow(v)
+				if err != nil {
+					return nil, fmt.Errorf("state of %s %s is corrupt: %w", t.name, k, err)
+				}
+				for rel, parent := range raw.Parents {
+					dels = append(dels, write{bucket: idxBucketOf(rel), key: pair(parent, string(k))})
+				}
+				return dels, nil
+			}
+		}
+		n, err := j.purgeBucket(ctx, b, now, expired)
 		total += n
 		if err != nil {
 			return total, err
 		}
 	}
-	for _, b := range buckets {
-		t := &table{name: strings.TrimPrefix(b, "row.")}
-		var after []byte
-		for {
-			var expired [][]byte
-			var index []write // index entries of expired rows
-			var last []byte
-			done := true
-			err := j.store.Update(ctx, func(tx statestore.Tx) error {
-				expired, index, last, done = expired[:0], index[:0], nil, true
-				st := &state{tx: tx, now: now, retention: j.retention}
-				seen := 0
-				err := tx.ScanFrom(b, after, func(k, v []byte) error {
-					if seen++; seen > purgeChunk {
-						done = false
-						return statestore.ErrStop
-					}
-					last = append(last[:0], k...)
-					r, err := st.row(t, string(k))
-					if err != nil {
-						return err
-					}
-					if r == nil { // row() hides expired tombstones
-						expired = append(expired, append([]byte{}, k...))
-						// A truncated row still has its index entries.
-						raw, err := decodeRow(v)
-						if err != nil {
-							return fmt.Errorf("state of %s %s is corrupt: %w", t.name, k, err)
-						}
-						for rel, parent := range raw.Parents {
-							index = append(index, write{bucket: idxBucketOf(rel), key: pair(parent, string(k))})
-						}
-					}
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-				for _, k := range expired {
-					if err := tx.Delete(b, k); err != nil {
-						return err
-					}
-					// Its replay record: a change this old is not replayed.
-					if err := tx.Delete(replayBucket(t), k); err != nil {
-						return err
-					}
-				}
-				for _, w := range index {
-					if err := tx.Delete(w.bucket, w.key); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return total, err
-			}
-			total += len(expired)
-			if done {
-				break
-			}
-			// Resume just after the last key seen.
-			after = append(append([]byte{}, last...), 0)
-		}
-	}
 	return total, nil
 }
 
-// purgeGone deletes the deleted-child entries of bucket (goneBucket) older
-// than the retention, in chunks.
-func (j *join) purgeGone(ctx context.Context, bucket string, now time.Time) (int, error) {
-	horizon := now.Add(-j.retention).Unix()
+// purgeBucket visits bucket's entries in chunks of purgeChunk, one store
+// transaction each, deleting what expired returns for an expired entry
+// (nil: keep it). It returns how many entries expired.
+func (j *join) purgeBucket(ctx context.Context, bucket string, now time.Time, expired func(st *state, k, v []byte) ([]write, error)) (int, error) {
 	total := 0
 	var after []byte
 	for {
-		var expired [][]byte
+		var dels []write
+		n := 0
 		var last []byte
 		done := true
 		err := j.store.Update(ctx, func(tx statestore.Tx) error {
-			expired, last, done = expired[:0], nil, true
+			dels, n, last, done = dels[:0], 0, nil, true
+			st := &state{tx: tx, now: now, retention: j.retention}
 			seen := 0
 			err := tx.ScanFrom(bucket, after, func(k, v []byte) error {
 				if seen++; seen > purgeChunk {
@@ -150,20 +118,21 @@ func (j *join) purgeGone(ctx context.Context, bucket string, now time.Time) (int
 					return statestore.ErrStop
 				}
 				last = append(last[:0], k...)
-				_, at, err := parseGone(v)
+				d, err := expired(st, append([]byte{}, k...), v)
 				if err != nil {
-					return fmt.Errorf("%s %s: %w", bucket, k, err)
+					return err
 				}
-				if at < horizon {
-					expired = append(expired, append([]byte{}, k...))
+				if len(d) > 0 {
+					n++
+					dels = append(dels, d...)
 				}
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			for _, k := range expired {
-				if err := tx.Delete(bucket, k); err != nil {
+			for _, w := range dels {
+				if err := tx.Delete(w.bucket, w.key); err != nil {
 					return err
 				}
 			}
@@ -172,10 +141,11 @@ func (j *join) purgeGone(ctx context.Context, bucket string, now time.Time) (int
 		if err != nil {
 			return total, err
 		}
-		total += len(expired)
+		total += n
 		if done {
 			return total, nil
 		}
+		// Resume just after the last key seen.
 		after = append(append([]byte{}, last...), 0)
 	}
 }
