@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -170,7 +169,6 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 	parallel(len(batch), func(i int) { preps[i] = j.prepare(batch[i]) })
 	pre := j.prefetch(ctx, preps)
 
-	order := applyOrder(preps)
 	var outs []output
 	backoff := 100 * time.Millisecond
 	for {
@@ -179,8 +177,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 		var st *state
 		err := j.store.Update(ctx, func(tx statestore.Tx) error {
 			st = &state{tx: tx, now: time.Now(), retention: j.retention, pre: pre, written: map[string]struct{}{}}
-			for _, i := range order {
-				p := preps[i]
+			for i, p := range preps {
 				if p.passthrough {
 					outs = append(outs, output{src: i, msg: p.msg, passthrough: true})
 					continue
@@ -235,40 +232,6 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 	out := make(service.MessageBatch, len(outs))
 	parallel(len(outs), func(i int) { out[i] = j.message(&outs[i]) })
 	return []service.MessageBatch{out}, nil
-}
-
-// applyOrder is the order phase 2 applies a batch in: by table rank,
-// parents before children, and within a table (and for messages without
-// one) in batch order. A batch is applied as one transaction, so its order
-// across tables is free, as the order in which the tables' topics arrive
-// is: the state and the rows come out the same. Parents first spares the
-// work of holding a lookup child whose parent is later in the same batch
-// (as under a backlog, where a batch spans many partitions) and releasing
-// it again. A truncate is a barrier: what came before it in the batch is
-// applied before it, what came after, after it (moving a parent's change
-// across a truncate of its child's table, or the reverse, would change
-// what the truncate takes).
-func applyOrder(preps []*prepared) []int {
-	order := make([]int, len(preps))
-	for i := range order {
-		order[i] = i
-	}
-	rank := func(i int) int {
-		if t := preps[i].t; t != nil && preps[i].err == nil && !preps[i].passthrough {
-			return t.rank
-		}
-		return 0
-	}
-	byRank := func(a, b int) int { return cmp.Compare(rank(a), rank(b)) }
-	from := 0
-	for i, p := range preps {
-		if p.op == "t" && p.err == nil && !p.passthrough {
-			slices.SortStableFunc(order[from:i], byRank)
-			from = i + 1
-		}
-	}
-	slices.SortStableFunc(order[from:], byRank)
-	return order
 }
 
 // mapRows runs the mappings of the joined rows in outs (phase 3), and

@@ -42,8 +42,7 @@ there is not newer. It is logged as a warning and counted in `+"`cdc_join_trunca
 Versions: a change older than the stored version of its key is ignored (counted in `+"`cdc_join_stale`"+`); a
 deleted key keeps a tombstone with its version for `+"`tombstone_retention`"+`, so a stale change cannot bring it
 back; so does a deleted lookup child, so that a parent's change delivered again after a crash (which emits again
-the children it released) cannot bring back one deleted since. Within a batch, parents' changes are applied before
-their children's (each table's in batch order). State lives in `+"`state_dir`"+` (an append-only log with an in-memory index of the keys): each batch's changes
+the children it released) cannot bring back one deleted since. State lives in `+"`state_dir`"+` (an append-only log with an in-memory index of the keys): each batch's changes
 are written in one synced transaction (one sequential write and one fsync) before the batch is passed on, so they
 are on disk before any offset of the batch can be committed. The directory is locked: a second process using it
 fails at once. A state written by an earlier odsflow (one bbolt file) is migrated at open.
@@ -110,9 +109,6 @@ type table struct {
 	key   *bloblang.Executor
 	// stored: kept in state (a parent, or a latest_state child).
 	stored bool
-	// rank orders a batch's changes: parents before their children (see
-	// applyOrder).
-	rank int
 }
 
 type relation struct {
@@ -221,14 +217,6 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 			r.child.stored = true
 		}
 		j.relations = append(j.relations, r)
-	}
-	// A child ranks after its parents (the longest chain of parents above
-	// it; a cycle only stops the ranks from growing after len(tables)
-	// rounds).
-	for range j.tables {
-		for _, r := range j.relations {
-			r.child.rank = max(r.child.rank, r.parent.rank+1)
-		}
 	}
 	dir, err := conf.FieldString("state_dir")
 	if err != nil {

@@ -147,20 +147,6 @@ func TestAHeldTransactionFollowsItsMovesAndDeletes(t *testing.T) {
 	}
 }
 
-// A batch is applied parents first: a transaction before its account in
-// the same batch is joined at once, never held.
-func TestABatchIsAppliedParentsFirst(t *testing.T) {
-	j := newTestJoin(t, t.TempDir())
-	got := run(t, j, txn("c", 1, 50, 1), acct("c", 2, 1, 1001, 7, "5.00"), cust("c", 3, 7, "Ann"))
-	expect(t, "children before their parents in one batch", got,
-		ca+`{"account_balance":"5.00","account_number":"1001","account_version":2,"customer_id":7,"customer_name":"Ann L","customer_version":3}`,
-		tx+`{"account_number":"1001","customer_id":7,"source_version":1,"transaction_amount":"12.50","transaction_id":50}`)
-	// Held and then released, the release would be recorded for replay.
-	if n := count(t, j, "replay.accounts"); n != 0 {
-		t.Errorf("%d replay records: the transaction was held and released although its account came in its batch", n)
-	}
-}
-
 // Found by TestCrashes (tests/e2e): after a crash, the transactions
 // partition came back with the delete of a transaction before the accounts
 // partition came back with the account change that had released it. The
@@ -204,21 +190,4 @@ func TestAReplayedReleaseDoesNotResurrectATruncatedChild(t *testing.T) {
 		tx+`{"account_number":"1001","customer_id":7,"source_version":1,"transaction_amount":"12.50","transaction_id":50}`)
 	run(t, j, ev("T_Transactions", "t", 3, `{}`))
 	expect(t, "the account change again, after the truncate", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")))
-}
-
-// Found by review: a truncate is a barrier for the parents-first order.
-func TestParentsFirstDoesNotCrossATruncate(t *testing.T) {
-	j := newTestJoin(t, t.TempDir())
-	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 2, 1, 1001, 7, "5.00"))
-	// The transaction joins its live account; the accounts' truncate
-	// comes after it in the batch, and must not take its parent first.
-	got := run(t, j, txn("c", 3, 50, 1), ev("T_Accounts", "t", 60, `{}`))
-	want := tx + `{"account_number":"1001","customer_id":7,"source_version":3,"transaction_amount":"12.50","transaction_id":50}`
-	found := false
-	for _, g := range got {
-		found = found || g == want
-	}
-	if !found {
-		t.Fatalf("outputs %v: want the transaction joined before the truncate", got)
-	}
 }
