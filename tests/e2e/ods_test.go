@@ -119,6 +119,13 @@ func (e *env) start(t testing.TB, extra ...string) *pipeline {
 	p.cmd = exec.Command(odsflowBin, append(append([]string{"run", "--log.level", "info"}, extra...), benchConfig())...)
 	p.cmd.Dir = repoRoot
 	p.cmd.Env = e.vars
+	// Go runtime settings for the pipeline alone (not the broker and
+	// registry in this process): how BENCHMARKS.md measures GC tuning.
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		if val := os.Getenv("ODSFLOW_PIPELINE_" + v); val != "" {
+			p.cmd.Env = append(p.cmd.Env[:len(p.cmd.Env):len(p.cmd.Env)], v+"="+val)
+		}
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
