@@ -97,7 +97,7 @@ func franzInputSpec() *service.ConfigSpec {
 		service.NewBatchPolicyField(ifBatching).
 			Description("A batching policy applied to each partition separately: a batch never mixes partitions. Without one, a partition's whole backlog (up to `partition_buffer_bytes`) forms the next batch."),
 		service.NewIntField(ifMergeBatches).
-			Description("Above 0: a read that finds batches of several partitions ready delivers them as one batch, adding ready batches while it holds fewer than this many records (a batch is never split, so the result may exceed it by one partition's batch). Records of one partition stay in order inside it, and acking it acks each part; a nack replays each part, before anything newer of its partition (a part that keeps failing can hold back the partitions merged with it again). Fewer, larger batches make each downstream commit carry more (a transaction, an fsync); under a backlog every partition is ready at once. 0 delivers one partition's batch at a time, as Redpanda Connect does.").
+			Description("Above 0: a read that finds batches of several partitions ready delivers them as one batch, adding ready batches while it holds fewer than this many records (a batch is never split, so the result may exceed it by one partition's batch). Records of one partition stay in order inside it, and acking it acks each part; a nack replays each part, before anything newer of its partition, and a replay is delivered alone (one that keeps failing holds back only its own partition). Fewer, larger batches make each downstream commit carry more (a transaction, an fsync); under a backlog every partition is ready at once. 0 delivers one partition's batch at a time, as Redpanda Connect does.").
 			Default(0).Example(10000).Advanced().
 			LintRule(`root = if this < 0 { [ "merge_partition_batches must be 0 or more" ] }`),
 		service.NewStringField(ifBufferBytes).
@@ -169,6 +169,9 @@ const pollMaxRecords = 1000
 type pendingBatch struct {
 	msgs service.MessageBatch
 	ack  service.AckFunc
+	// replay: a batch delivered again after a nack. It is never merged,
+	// so one that keeps failing holds back only its own partition.
+	replay bool
 }
 
 // franzInput is the kafka_franz input. Goroutines and their owners: the poll
@@ -198,6 +201,14 @@ type franzInput struct {
 	mergeUpTo       int // merge_partition_batches; 0: no merging
 
 	batches chan pendingBatch
+
+	// stash is a replay that mergeReady took from batches while merging:
+	// the next ReadBatch delivers it, alone, before anything else. Only
+	// ReadBatch touches it (Benthos calls ReadBatch from one goroutine;
+	// stashMu keeps that assumption from being a data race).
+	stashMu   sync.Mutex
+	stash     *pendingBatch
+	stashConn *franzConn // the connection it came from: dropped after a reconnect
 
 	connMu sync.Mutex
 	conn   *franzConn // nil when not connected
@@ -577,10 +588,21 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 	if c == nil {
 		return nil, nil, service.ErrNotConnected
 	}
+	if in.mergeUpTo > 0 {
+		in.stashMu.Lock()
+		pb, from := in.stash, in.stashConn
+		in.stash, in.stashConn = nil, nil
+		in.stashMu.Unlock()
+		// After a reconnect its partitions' states are closed (its ack
+		// would count for nothing): the new owner reads those records again.
+		if pb != nil && from == c {
+			return pb.msgs, pb.ack, nil
+		}
+	}
 	select {
 	case pb := <-in.batches:
-		if in.mergeUpTo > 0 {
-			pb = in.mergeReady(pb)
+		if in.mergeUpTo > 0 && !pb.replay {
+			pb = in.mergeReady(c, pb)
 		}
 		return pb.msgs, pb.ack, nil
 	case <-c.failed:
@@ -596,12 +618,21 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 // partition's batches are taken in the order it hands them over, so its
 // records stay in order. The merged ack acks every part with the same
 // outcome (a nack replays each part, in order, before anything newer).
-func (in *franzInput) mergeReady(first pendingBatch) pendingBatch {
+// Replays are not merged: see pendingBatch.replay.
+func (in *franzInput) mergeReady(c *franzConn, first pendingBatch) pendingBatch {
 	var parts []pendingBatch
 	n := len(first.msgs)
 	for n < in.mergeUpTo {
 		select {
 		case pb := <-in.batches:
+			if pb.replay {
+				// Delivered alone, next (its partition has nothing newer
+				// in between: a replay keeps its in-flight slot).
+				in.stashMu.Lock()
+				in.stash, in.stashConn = &pb, c
+				in.stashMu.Unlock()
+				break
+			}
 			parts = append(parts, pb)
 			n += len(pb.msgs)
 			continue
