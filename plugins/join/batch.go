@@ -81,12 +81,11 @@ func (j *join) prepareInto(p *prepared) error {
 		return nil
 	}
 	for _, cand := range j.tables {
-		// BloblangQuery (not QueryValue): checks read metadata with @.
-		res, err := msg.BloblangQuery(cand.check)
+		match, err := cand.check.matches(msg)
 		if err != nil {
 			return fmt.Errorf("cdc_join: check of table %s: %w", cand.name, err)
 		}
-		if v, err := res.AsStructured(); err == nil && v == true {
+		if match {
 			p.t = cand
 			break
 		}
@@ -119,7 +118,7 @@ func (j *join) prepareInto(p *prepared) error {
 	if p.body, ok = raw.(map[string]any); !ok {
 		return fmt.Errorf("cdc_join: %s body is not an object", t.name)
 	}
-	kv, err := t.key.Query(p.body)
+	kv, err := t.key.value(p.body)
 	if err != nil {
 		return fmt.Errorf("cdc_join: key of %s: %w", t.name, err)
 	}
@@ -140,7 +139,7 @@ func (j *join) prepareInto(p *prepared) error {
 			}
 			continue
 		}
-		pkv, err := r.parentKey.Query(p.body)
+		pkv, err := r.parentKey.value(p.body)
 		if err != nil {
 			return fmt.Errorf("cdc_join: parent_key of %s: %w", r.name, err)
 		}

@@ -105,8 +105,8 @@ func init() {
 
 type table struct {
 	name  string
-	check *bloblang.Executor
-	key   *bloblang.Executor
+	check tableCheck
+	key   bodyField
 	// stored: kept in state (a parent, or a latest_state child).
 	stored bool
 }
@@ -114,7 +114,7 @@ type table struct {
 type relation struct {
 	name, kind         string
 	parent, child      *table
-	parentKey          *bloblang.Executor
+	parentKey          bodyField
 	mapping, keyMapper *bloblang.Executor
 	// The target columns of the versions that deletes carry ("": none).
 	childVersionColumn, parentVersionColumn string
@@ -160,12 +160,18 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 		if t.name, err = tc.FieldString("name"); err != nil {
 			return nil, err
 		}
-		if t.check, err = tc.FieldBloblang("check"); err != nil {
+		check, err := tc.FieldBloblang("check")
+		if err != nil {
 			return nil, fmt.Errorf("tables[%d].check: %w", i, err)
 		}
-		if t.key, err = tc.FieldBloblang("key"); err != nil {
+		checkSrc, _ := tc.FieldString("check")
+		t.check = newTableCheck(checkSrc, check)
+		key, err := tc.FieldBloblang("key")
+		if err != nil {
 			return nil, fmt.Errorf("tables[%d].key: %w", i, err)
 		}
+		keySrc, _ := tc.FieldString("key")
+		t.key = newBodyField(keySrc, key)
 		if byName[t.name] != nil {
 			return nil, fmt.Errorf("tables[%d]: duplicate name %q", i, t.name)
 		}
@@ -194,9 +200,12 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 		if r.parent, r.child = byName[parent], byName[child]; r.parent == nil || r.child == nil {
 			return nil, fmt.Errorf("relations[%d] (%s): parent %q and child %q must name tables", i, r.name, parent, child)
 		}
-		if r.parentKey, err = rc.FieldBloblang("parent_key"); err != nil {
+		parentKey, err := rc.FieldBloblang("parent_key")
+		if err != nil {
 			return nil, fmt.Errorf("relations[%d].parent_key: %w", i, err)
 		}
+		parentKeySrc, _ := rc.FieldString("parent_key")
+		r.parentKey = newBodyField(parentKeySrc, parentKey)
 		if r.mapping, err = rc.FieldBloblang("mapping"); err != nil {
 			return nil, fmt.Errorf("relations[%d].mapping: %w", i, err)
 		}
