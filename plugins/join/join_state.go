@@ -566,6 +566,14 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 		// A held event of this key never arrives now: drop it.
 		return dropHeld(s, c, r, key)
 	}
+	// A change older than the child's delete (a batch of an ended
+	// ownership, or any other reordering) must not bring it back.
+	if gone, err := s.deletedSince(r, key, version); err != nil {
+		return err
+	} else if gone {
+		s.counts.stale++
+		return nil
+	}
 	parentKey := l.parentKey
 	parent, err := s.live(r.parent, parentKey)
 	if err != nil {

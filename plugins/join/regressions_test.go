@@ -191,3 +191,14 @@ func TestAReplayedReleaseDoesNotResurrectATruncatedChild(t *testing.T) {
 	run(t, j, ev("T_Transactions", "t", 3, `{}`))
 	expect(t, "the account change again, after the truncate", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")))
 }
+
+// A lookup child's change older than its delete is stale: it must not
+// bring the deleted row back, whatever brought it late.
+func TestALookupChildOlderThanItsDeleteIsStale(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 2, 1, 1001, 7, "5.00"))
+	run(t, j, txn("c", 3, 50, 1), ev("T_Transactions", "d", 5, `{"id":50}`))
+	expect(t, "the create again, after its delete", run(t, j, txn("c", 3, 50, 1)))
+	expect(t, "a newer create of the same id joins", run(t, j, txn("c", 6, 50, 1)),
+		tx+`{"account_number":"1001","customer_id":7,"source_version":6,"transaction_amount":"12.50","transaction_id":50}`)
+}

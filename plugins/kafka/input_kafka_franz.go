@@ -172,6 +172,23 @@ type pendingBatch struct {
 	// replay: a batch delivered again after a nack. It is never merged,
 	// so one that keeps failing holds back only its own partition.
 	replay bool
+	// from: the ownership it belongs to. A batch handed over just as that
+	// ownership ended is dropped (its ack would count for nothing, and the
+	// next owner delivers its records again, in order).
+	from *partitionState
+}
+
+// stale tells whether the batch's ownership has ended.
+func (pb *pendingBatch) stale() bool {
+	if pb.from == nil {
+		return false
+	}
+	select {
+	case <-pb.from.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // franzInput is the kafka_franz input. Goroutines and their owners: the poll
@@ -595,20 +612,25 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 		in.stashMu.Unlock()
 		// After a reconnect its partitions' states are closed (its ack
 		// would count for nothing): the new owner reads those records again.
-		if pb != nil && from == c {
+		if pb != nil && from == c && !pb.stale() {
 			return pb.msgs, pb.ack, nil
 		}
 	}
-	select {
-	case pb := <-in.batches:
-		if in.mergeUpTo > 0 && !pb.replay {
-			pb = in.mergeReady(c, pb)
+	for {
+		select {
+		case pb := <-in.batches:
+			if pb.stale() {
+				continue
+			}
+			if in.mergeUpTo > 0 && !pb.replay {
+				pb = in.mergeReady(c, pb)
+			}
+			return pb.msgs, pb.ack, nil
+		case <-c.failed:
+			return nil, nil, service.ErrNotConnected
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
 		}
-		return pb.msgs, pb.ack, nil
-	case <-c.failed:
-		return nil, nil, service.ErrNotConnected
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
 	}
 }
 
@@ -625,6 +647,9 @@ func (in *franzInput) mergeReady(c *franzConn, first pendingBatch) pendingBatch 
 	for n < in.mergeUpTo {
 		select {
 		case pb := <-in.batches:
+			if pb.stale() {
+				continue
+			}
 			if pb.replay {
 				// Delivered alone, next (its partition has nothing newer
 				// in between: a replay keeps its in-flight slot).

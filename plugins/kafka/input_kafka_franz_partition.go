@@ -218,7 +218,7 @@ func (p *partitionState) run(ctx context.Context, batcher *service.Batcher) {
 			p.ack(b, nil)
 			continue
 		}
-		pb := pendingBatch{msgs: b.msgs.Copy(), replay: b.attempts > 0, ack: func(_ context.Context, err error) error {
+		pb := pendingBatch{msgs: b.msgs.Copy(), replay: b.attempts > 0, from: p, ack: func(_ context.Context, err error) error {
 			p.ack(b, err)
 			return nil
 		}}

@@ -921,3 +921,41 @@ merge_partition_batches: -1
 		t.Fatalf("merge_partition_batches -1: got %v, want an error naming the field", err)
 	}
 }
+
+// A batch handed over just as its partition's ownership ended is dropped:
+// its ack would count for nothing, and the next owner reads it again.
+func TestInputDropsBatchesOfAnEndedOwnership(t *testing.T) {
+	for _, merge := range []int{0, 100} {
+		in := &franzInput{batches: make(chan pendingBatch), mergeUpTo: merge}
+		in.conn = &franzConn{failed: make(chan struct{})}
+		ended := newPartitionState(in, topicPartition{"t", 0})
+		ended.close()
+		live := newPartitionState(in, topicPartition{"t", 1})
+		batch := func(p *partitionState, v string, replay bool) pendingBatch {
+			return pendingBatch{msgs: service.MessageBatch{service.NewMessage([]byte(v))}, from: p, replay: replay,
+				ack: func(context.Context, error) error { return nil }}
+		}
+		go func() {
+			in.batches <- batch(ended, "old owner", false)
+			in.batches <- batch(live, "current", false)
+			in.batches <- batch(ended, "old owner's replay", true)
+			in.batches <- batch(live, "current again", false)
+		}()
+		var got []string
+		for len(got) < 2 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			msgs, _, err := in.ReadBatch(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("merge %d: ReadBatch: %v (got %v)", merge, err, got)
+			}
+			for _, m := range msgs {
+				b, _ := m.AsBytes()
+				got = append(got, string(b))
+			}
+		}
+		if fmt.Sprint(got) != "[current current again]" {
+			t.Errorf("merge %d: delivered %q, want only the current ownership's batches", merge, got)
+		}
+	}
+}
