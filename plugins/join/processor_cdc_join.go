@@ -41,8 +41,8 @@ there is not newer. It is logged as a warning and counted in `+"`cdc_join_trunca
 
 Versions: a change older than the stored version of its key is ignored (counted in `+"`cdc_join_stale`"+`); a
 deleted key keeps a tombstone with its version for `+"`tombstone_retention`"+`, so a stale change cannot bring it
-back; so does a deleted lookup child, so that a parent's change delivered again after a crash (which emits again
-the children it released) cannot bring back one deleted since. State lives in `+"`state_dir`"+` (an append-only log with an in-memory index of the keys): each batch's changes
+back; so does a deleted lookup child, so that neither a late change of the child nor a parent's change delivered again
+after a crash (which emits again the children it released) can bring it back. State lives in `+"`state_dir`"+` (an append-only log with an in-memory index of the keys): each batch's changes
 are written in one synced transaction (one sequential write and one fsync) before the batch is passed on, so they
 are on disk before any offset of the batch can be committed. The directory is locked: a second process using it
 fails at once. A state written by an earlier odsflow (one bbolt file) is migrated at open.
