@@ -220,12 +220,12 @@ type franzInput struct {
 	batches chan pendingBatch
 
 	// stash is a replay that mergeReady took from batches while merging:
-	// the next ReadBatch delivers it, alone, before anything else. Only
+	// the next ReadBatch delivers it, alone, before anything else (unless its
+	// ownership ended meanwhile: see pendingBatch.stale). Only
 	// ReadBatch touches it (Benthos calls ReadBatch from one goroutine;
 	// stashMu keeps that assumption from being a data race).
-	stashMu   sync.Mutex
-	stash     *pendingBatch
-	stashConn *franzConn // the connection it came from: dropped after a reconnect
+	stashMu sync.Mutex
+	stash   *pendingBatch
 
 	connMu sync.Mutex
 	conn   *franzConn // nil when not connected
@@ -607,12 +607,10 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 	}
 	if in.mergeUpTo > 0 {
 		in.stashMu.Lock()
-		pb, from := in.stash, in.stashConn
-		in.stash, in.stashConn = nil, nil
+		pb := in.stash
+		in.stash = nil
 		in.stashMu.Unlock()
-		// After a reconnect its partitions' states are closed (its ack
-		// would count for nothing): the new owner reads those records again.
-		if pb != nil && from == c && !pb.stale() {
+		if pb != nil && !pb.stale() {
 			return pb.msgs, pb.ack, nil
 		}
 	}
@@ -623,7 +621,7 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 				continue
 			}
 			if in.mergeUpTo > 0 && !pb.replay {
-				pb = in.mergeReady(c, pb)
+				pb = in.mergeReady(pb)
 			}
 			return pb.msgs, pb.ack, nil
 		case <-c.failed:
@@ -641,7 +639,7 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 // records stay in order. The merged ack acks every part with the same
 // outcome (a nack replays each part, in order, before anything newer).
 // Replays are not merged: see pendingBatch.replay.
-func (in *franzInput) mergeReady(c *franzConn, first pendingBatch) pendingBatch {
+func (in *franzInput) mergeReady(first pendingBatch) pendingBatch {
 	var parts []pendingBatch
 	n := len(first.msgs)
 	for n < in.mergeUpTo {
@@ -654,7 +652,7 @@ func (in *franzInput) mergeReady(c *franzConn, first pendingBatch) pendingBatch 
 				// Delivered alone, next (its partition has nothing newer
 				// in between: a replay keeps its in-flight slot).
 				in.stashMu.Lock()
-				in.stash, in.stashConn = &pb, c
+				in.stash = &pb
 				in.stashMu.Unlock()
 				break
 			}

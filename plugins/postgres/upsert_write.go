@@ -711,13 +711,7 @@ func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, chan
 	}
 	ups, dels := reduce(t, changes)
 	if len(dels) > 0 {
-		if err := emptyTemp(ctx, tx, t.delTemp); err != nil {
-			return err
-		}
-		if err := copyText(ctx, tx, t.copyDel, dels); err != nil {
-			return fmt.Errorf("%s: copying deletes: %w", t.name, err)
-		}
-		n, err := u.collectRows(ctx, tx, t, t.deleteSQL, nil, res, false)
+		n, err := u.stageAndRun(ctx, tx, t, t.delTemp, t.copyDel, t.deleteSQL, dels, false, res)
 		if err != nil {
 			return fmt.Errorf("%s: deleting: %w", t.name, err)
 		}
@@ -725,13 +719,7 @@ func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, chan
 		res.refused += int64(len(dels)) - n
 	}
 	if len(ups) > 0 {
-		if err := emptyTemp(ctx, tx, t.upTemp); err != nil {
-			return err
-		}
-		if err := copyText(ctx, tx, t.copyUp, ups); err != nil {
-			return fmt.Errorf("%s: copying upserts: %w", t.name, err)
-		}
-		n, err := u.collectRows(ctx, tx, t, t.mergeSQL, nil, res, true)
+		n, err := u.stageAndRun(ctx, tx, t, t.upTemp, t.copyUp, t.mergeSQL, ups, true, res)
 		if err != nil {
 			return fmt.Errorf("%s: upserting: %w", t.name, err)
 		}
@@ -739,6 +727,19 @@ func (u *upsert) applySegment(ctx context.Context, tx pgx.Tx, t *tableConf, chan
 		res.refused += int64(len(ups)) - n
 	}
 	return nil
+}
+
+// stageAndRun fills the temporary table temp with rows (COPY) and runs sql
+// over it, returning how many rows the statement took (the others were
+// refused by the version guard).
+func (u *upsert) stageAndRun(ctx context.Context, tx pgx.Tx, t *tableConf, temp, copySQL, sql string, rows []*rowChange, flagged bool, res *writeResult) (int64, error) {
+	if err := emptyTemp(ctx, tx, temp); err != nil {
+		return 0, err
+	}
+	if err := copyText(ctx, tx, copySQL, rows); err != nil {
+		return 0, fmt.Errorf("copying: %w", err)
+	}
+	return u.collectRows(ctx, tx, t, sql, nil, res, flagged)
 }
 
 func (u *upsert) applyTruncate(ctx context.Context, tx pgx.Tx, t *tableConf, c *rowChange, res *writeResult) error {
