@@ -61,7 +61,9 @@ are exact decimal strings.
 An empty message (a Kafka tombstone) passes through unchanged, so that a later `+"`debezium_unwrap`"+` can handle it.
 Anything else that cannot be decoded — a wrong magic byte, an unknown schema id, truncated Avro, a non-Avro schema,
 the registry unreachable beyond `+"`retry_max_elapsed`"+` — leaves the message unchanged and marks it errored with
-the reason, for a `+"`catch`"+` or a dead-letter output to handle.
+the reason, for a `+"`catch`"+` or a dead-letter output to handle. A message that an earlier processor marked errored is passed on untouched, its error kept, so a chain of
+processors that fail messages needs no `+"`try`"+` (which would split the batch into single messages). Stopping
+while the registry is being waited for fails the whole batch instead (nothing acked, read again after the restart).
 
 The Kafka key can be decoded too, with a `+"`branch`"+` (Debezium keys are Avro records of the primary key):
 
@@ -87,8 +89,8 @@ pipeline:
 }
 
 func init() {
-	err := service.RegisterProcessor("schema_registry_decode", decodeSpec(),
-		func(conf *service.ParsedConfig, mgr *service.Resources) (service.Processor, error) {
+	err := service.RegisterBatchProcessor("schema_registry_decode", decodeSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchProcessor, error) {
 			return newDecodeProcessor(conf, mgr)
 		})
 	if err != nil {
@@ -145,6 +147,28 @@ func schemaID(b []byte) (int, error) {
 	return int(binary.BigEndian.Uint32(b[1:5])), nil
 }
 
+// ProcessBatch decodes each message of the batch. A message an earlier
+// processor failed passes unchanged, its error kept; one that cannot be
+// decoded is marked errored, left as it was, and passed on.
+func (p *decodeProcessor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	for _, msg := range batch {
+		if msg.GetError() != nil {
+			continue
+		}
+		if _, err := p.Process(ctx, msg); err != nil {
+			if ctx.Err() != nil {
+				// Shutting down while the registry was being waited for:
+				// not the message's fault. Failing the batch leaves it
+				// unacked, to be read again.
+				return nil, fmt.Errorf("schema_registry_decode: stopped: %w", ctx.Err())
+			}
+			msg.SetError(err)
+		}
+	}
+	return []service.MessageBatch{batch}, nil
+}
+
+// Process decodes one message in place, or returns why it cannot be.
 func (p *decodeProcessor) Process(ctx context.Context, msg *service.Message) (service.MessageBatch, error) {
 	b, err := msg.AsBytes()
 	if err != nil {

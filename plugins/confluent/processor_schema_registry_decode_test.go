@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -581,5 +582,53 @@ func TestDecodeRegistryOutageAtRefresh(t *testing.T) {
 	// fresh again for another 200ms; 20 messages must not mean 20 refreshes.
 	if n := asked.Load(); n < 1 || n > 8 {
 		t.Errorf("registry asked %d times for 20 messages during an outage, want one refresh's retries (1..8)", n)
+	}
+}
+
+// TestDecodeBatch: in a batch, a message an earlier processor failed passes
+// untouched with its error, one that cannot be decoded is marked errored
+// and kept unchanged in its place, the others are decoded; stopping while
+// the registry is waited for fails the batch (nothing acked) instead of
+// marking its messages.
+func TestDecodeBatch(t *testing.T) {
+	reg := newRegistry(t)
+	id := reg.register(t, "acc-value", fixture(t, "T_Accounts"))
+	good := func(n int32) []byte {
+		return wire(id, hambaEncode(t, fixture(t, "T_Accounts"), accEnvelope{After: &accValue{ID: n}, Op: "c"}))
+	}
+	p := newTestDecoder(t, "url: "+reg.URL+"\n"+exactOpts)
+	failedEarlier := service.NewMessage(good(2))
+	failedEarlier.SetError(errors.New("failed earlier"))
+	batch := service.MessageBatch{service.NewMessage(good(1)), failedEarlier, service.NewMessage([]byte("x")), service.NewMessage(good(3))}
+	out, err := p.ProcessBatch(context.Background(), batch)
+	if err != nil || len(out) != 1 || len(out[0]) != 4 {
+		t.Fatalf("ProcessBatch: %v, %v", out, err)
+	}
+	for i, want := range []string{"1", "ERROR failed earlier", "ERROR wrong magic byte 0x78: not the Confluent wire format (want 0x00)", "3"} {
+		m := out[0][i]
+		var got string
+		if err := m.GetError(); err != nil {
+			got = "ERROR " + err.Error()
+		} else {
+			v, _ := m.AsStructured()
+			got = fmt.Sprint(v.(map[string]any)["after"].(map[string]any)["id"])
+		}
+		if got != want {
+			t.Errorf("message %d: %s, want %s", i, got, want)
+		}
+	}
+	if b, _ := out[0][1].AsBytes(); string(b) != string(good(2)) {
+		t.Errorf("the message failed earlier was changed")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	down := newTestDecoder(t, "url: http://127.0.0.1:1\nretry_max_elapsed: 1m")
+	time.AfterFunc(300*time.Millisecond, cancel)
+	stopped := service.NewMessage(good(4))
+	if _, err := down.ProcessBatch(ctx, service.MessageBatch{stopped}); err == nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("stopped while the registry is down: %v, want the batch failed with the cancellation", err)
+	}
+	if stopped.GetError() != nil {
+		t.Errorf("stopped while the registry is down: the message was marked errored (%v): it would go to the dead letters", stopped.GetError())
 	}
 }

@@ -43,7 +43,9 @@ time and never used as a version.
 A tombstone (an empty message, Kafka's marker after a delete) is dropped by default: the `+"`d`"+` event before it
 already carries the delete. With `+"`tombstones: delete`"+` it becomes a delete of its key, read from the metadata
 `+"`key_metadata`"+` names (a decoded key, see `+"`schema_registry_decode`"+`), with `+"`cdc_tombstone: true`"+` and no version.
-An envelope without a known `+"`op`"+` is marked errored with the reason.
+An envelope without a known `+"`op`"+` is marked errored with the reason. A message that an earlier processor marked errored (say, one `+"`schema_registry_decode`"+`
+could not decode) is passed on untouched, its error kept: no `+"`try`"+` is needed around the chain (a `+"`try`"+` would
+split the batch into single messages).
 `).
 		Fields(
 			service.NewStringAnnotatedEnumField(fieldTombstones, map[string]string{
@@ -65,8 +67,8 @@ pipeline:
 }
 
 func init() {
-	err := service.RegisterProcessor("debezium_unwrap", unwrapSpec(),
-		func(conf *service.ParsedConfig, mgr *service.Resources) (service.Processor, error) {
+	err := service.RegisterBatchProcessor("debezium_unwrap", unwrapSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchProcessor, error) {
 			return newUnwrap(conf, mgr)
 		})
 	if err != nil {
@@ -100,6 +102,34 @@ func newUnwrap(conf *service.ParsedConfig, mgr *service.Resources) (*unwrap, err
 	}, nil
 }
 
+// ProcessBatch unwraps each message of the batch. A message an earlier
+// processor failed passes unchanged, its error kept (there is no envelope
+// to read in it): a chain of processors needs no try around it. One that
+// fails here is marked errored and passed on; dropped tombstones leave the
+// batch.
+func (u *unwrap) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	out := batch[:0:0]
+	for _, msg := range batch {
+		if msg.GetError() != nil {
+			out = append(out, msg)
+			continue
+		}
+		res, err := u.Process(ctx, msg)
+		if err != nil {
+			msg.SetError(err)
+			out = append(out, msg)
+			continue
+		}
+		out = append(out, res...)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return []service.MessageBatch{out}, nil
+}
+
+// Process unwraps one message: its rows (none for a dropped tombstone), or
+// the reason it cannot be unwrapped.
 func (u *unwrap) Process(_ context.Context, msg *service.Message) (service.MessageBatch, error) {
 	// Structured first: asking a decoded message for bytes would serialize
 	// it to JSON just to learn it is not empty. Read-only (no deep copy):

@@ -3,6 +3,8 @@ package debezium
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -131,5 +133,53 @@ func TestUnwrapTombstones(t *testing.T) {
 	noKey := service.NewMessage(nil)
 	if _, err := del.Process(context.Background(), noKey); err == nil || !strings.Contains(err.Error(), "cdc_key") {
 		t.Errorf("tombstone without key: %v, want an error naming the metadata", err)
+	}
+}
+
+// TestUnwrapBatch: in a batch, a message an earlier processor failed
+// passes untouched with its error, one that cannot be unwrapped is marked
+// errored and kept in its place, and a dropped tombstone leaves the batch.
+func TestUnwrapBatch(t *testing.T) {
+	u := newTestUnwrap(t, `{}`)
+	failedEarlier := service.NewMessage([]byte("raw"))
+	failedEarlier.SetError(errors.New("decode failed"))
+	batch := service.MessageBatch{
+		envelope(t, `{"after":{"id":1},"source":{"table":"T_Accounts","lsn":5},"op":"c"}`),
+		failedEarlier,
+		envelope(t, `{"after":{"id":2},"op":"x"}`),
+		service.NewMessage(nil), // a tombstone: dropped
+		envelope(t, `{"after":{"id":3},"source":{"table":"T_Accounts","lsn":6},"op":"u"}`),
+	}
+	out, err := u.ProcessBatch(context.Background(), batch)
+	if err != nil || len(out) != 1 {
+		t.Fatalf("ProcessBatch: %d batches, %v", len(out), err)
+	}
+	var got []string
+	for _, m := range out[0] {
+		if err := m.GetError(); err != nil {
+			b, _ := m.AsBytes()
+			got = append(got, "ERROR "+err.Error()+" "+string(b))
+			continue
+		}
+		v, _ := m.AsStructured()
+		js, _ := json.Marshal(v)
+		got = append(got, fmt.Sprintf("%v %s", meta(m, "cdc_op"), js))
+	}
+	want := []string{
+		`c {"id":1}`,
+		`ERROR decode failed raw`,
+		`ERROR unknown Debezium op "x" {"after":{"id":2},"op":"x"}`,
+		`u {"id":3}`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	if _, ok := failedEarlier.MetaGetMut("cdc_op"); ok {
+		t.Errorf("the message failed earlier was unwrapped")
+	}
+
+	only, err := u.ProcessBatch(context.Background(), service.MessageBatch{service.NewMessage(nil)})
+	if err != nil || len(only) != 0 {
+		t.Errorf("a batch of one dropped tombstone: %d batches, %v; want none", len(only), err)
 	}
 }

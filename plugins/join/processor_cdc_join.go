@@ -55,9 +55,9 @@ the rows of two batches may reach the ODS in the other order: versioned upserts 
 except a delete overtaking an older upsert of the same row, which the ODS must then refuse (a tombstone) to keep
 the row from coming back.
 
-A message that an earlier processor failed (errored) is passed on unchanged, without touching the state: put
-`+"`cdc_join`"+` after a `+"`try`"+` of the decoding processors, not inside one (`+"`try`"+` processes messages one by
-one, which would cost a synced commit each).
+A message that an earlier processor failed (errored) is passed on unchanged, without touching the state. Do not put
+`+"`cdc_join`"+` inside a `+"`try`"+`: it processes messages one by one, which would cost a synced commit each
+(`+"`schema_registry_decode`"+` and `+"`debezium_unwrap`"+` pass errored messages on too, so they need no `+"`try`"+`).
 
 A message that matches no table, has no key or a key that is not a string or an integer (or longer than 1,024
 bytes), lacks `+"`cdc_version`"+`, or that a mapping cannot use is passed on unchanged and marked errored with the

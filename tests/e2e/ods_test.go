@@ -312,6 +312,9 @@ func TestPoisonGoesToTheDeadLetterTopic(t *testing.T) {
 	if components["pg_upsert"] != 6 {
 		t.Errorf("the 900 KB transactions: %d dead letters from pg_upsert, want 6", components["pg_upsert"])
 	}
+	if want := len(poison) - 6; components["schema_registry_decode"] != want {
+		t.Errorf("wrong magic byte, unknown schema id, truncated Avro, random bytes: %d dead letters from schema_registry_decode, want %d", components["schema_registry_decode"], want)
+	}
 	p.stop(t)
 
 	// After a fix, the dead letters go back to their source topics, once.
