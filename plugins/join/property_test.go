@@ -102,6 +102,10 @@ type genParams struct {
 	MaxBatch                   int
 	DupPct                     int // % of batches followed by a replay of an earlier batch
 	CrashPct                   int // % of batches after which the process dies (see delivery.Lost)
+	// % of batches that are nacked while the next one is in flight
+	// (kafka_franz checkpoint_limit 2): its outputs are lost, the next batch
+	// is processed and written, then it is delivered again.
+	NackPct int
 }
 
 // genAccount is the generator's view of one account id.
@@ -340,6 +344,12 @@ func genDeliveries(r *rand.Rand, hist []srcEvent, p genParams) []delivery {
 				n := min(len(again), 1+r.IntN(p.MaxBatch))
 				dels = append(dels, delivery{Events: again[:n:n], Replay: -1})
 				again = again[n:]
+			}
+		}
+		if n := len(dels); n >= 2 && r.IntN(100) < p.NackPct {
+			if prev := &dels[n-2]; prev.Replay < 0 && !prev.Lost {
+				prev.Lost = true
+				dels = append(dels, delivery{Events: prev.Events, Replay: -1})
 			}
 		}
 		if r.IntN(100) < p.DupPct {
@@ -814,7 +824,7 @@ func explainDiffs(events []srcEvent, got, want map[string]map[string]string) []s
 
 // propertyRun generates run `seed` of a property test: its history and
 // its deliveries.
-func propertyRun(seed uint64, dupPct, crashPct int) (genParams, []srcEvent, []delivery) {
+func propertyRun(seed uint64, dupPct, crashPct, nackPct int) (genParams, []srcEvent, []delivery) {
 	r := rand.New(rand.NewPCG(seed, 0x0d5f1047))
 	p := genParams{
 		Customers:  2 + r.IntN(5),
@@ -824,14 +834,15 @@ func propertyRun(seed uint64, dupPct, crashPct int) (genParams, []srcEvent, []de
 		MaxBatch:   1 + r.IntN(12),
 		DupPct:     dupPct,
 		CrashPct:   crashPct,
+		NackPct:    nackPct,
 	}
 	hist := genHistory(r, p)
 	return p, hist, genDeliveries(r, hist, p)
 }
 
 // checkProperty runs 200 generated runs (40 with -short); replays(seed)
-// gives their DupPct and CrashPct.
-func checkProperty(t *testing.T, name string, replays func(seed uint64) (dupPct, crashPct int)) {
+// gives their DupPct, CrashPct and NackPct.
+func checkProperty(t *testing.T, name string, replays func(seed uint64) (dupPct, crashPct, nackPct int)) {
 	t.Parallel()
 	seeds := make([]uint64, 200)
 	if testing.Short() {
@@ -850,8 +861,8 @@ func checkProperty(t *testing.T, name string, replays func(seed uint64) (dupPct,
 	}
 	stats := map[string]int{}
 	for _, seed := range seeds {
-		dupPct, crashPct := replays(seed)
-		p, hist, dels := propertyRun(seed, dupPct, crashPct)
+		dupPct, crashPct, nackPct := replays(seed)
+		p, hist, dels := propertyRun(seed, dupPct, crashPct, nackPct)
 		if single {
 			t.Logf("seed %d, %+v, deliveries:\n%s", seed, p, describeDeliveries(dels))
 		}
@@ -896,7 +907,7 @@ func checkProperty(t *testing.T, name string, replays func(seed uint64) (dupPct,
 		}
 	}
 	for _, seed := range seeds[:2] {
-		if dupPct, crashPct := replays(seed); dupPct > 0 && stats["duplicate deliveries"] == 0 || crashPct > 0 && stats["batches with lost outputs"] == 0 {
+		if dupPct, crashPct, nackPct := replays(seed); dupPct > 0 && stats["duplicate deliveries"] == 0 || (crashPct > 0 || nackPct > 0) && stats["batches with lost outputs"] == 0 {
 			t.Errorf("no duplicate or lost-output deliveries: %v", stats)
 		}
 	}
@@ -907,7 +918,7 @@ func checkProperty(t *testing.T, name string, replays func(seed uint64) (dupPct,
 // batches; even seeds deliver every batch exactly once, and there the ODS
 // must not even have had to refuse a stale row.
 func TestJoinPropertyInterleavings(t *testing.T) {
-	checkProperty(t, "TestJoinPropertyInterleavings", func(seed uint64) (int, int) { return 15 * int(seed%2), 0 })
+	checkProperty(t, "TestJoinPropertyInterleavings", func(seed uint64) (int, int, int) { return 15 * int(seed%2), 0, 0 })
 }
 
 // TestJoinPropertyLostOutputs: as above with duplicates, and now and then
@@ -917,7 +928,16 @@ func TestJoinPropertyInterleavings(t *testing.T) {
 // the state that already holds them, they must still give the ODS every
 // row and every delete it lacks.
 func TestJoinPropertyLostOutputs(t *testing.T) {
-	checkProperty(t, "TestJoinPropertyLostOutputs", func(uint64) (int, int) { return 15, 15 })
+	checkProperty(t, "TestJoinPropertyLostOutputs", func(uint64) (int, int, int) { return 15, 15, 0 })
+}
+
+// TestJoinPropertyNackedWithTwoInFlight: config/ods.yaml lets two batches
+// of a partition be in flight (kafka_franz checkpoint_limit 2), so a batch
+// whose write fails (nacked) is delivered again after the next batch has
+// been processed and written. Its outputs lost, the state ahead of it, the
+// ODS must still end up exact; crashes and duplicates come too.
+func TestJoinPropertyNackedWithTwoInFlight(t *testing.T) {
+	checkProperty(t, "TestJoinPropertyNackedWithTwoInFlight", func(uint64) (int, int, int) { return 15, 10, 20 })
 }
 
 // TestJoinPropertyLargeBatches: the same property with batches large

@@ -121,9 +121,13 @@ func BenchmarkODSThroughput(b *testing.B) {
 // ceilingWrite upserts the final rows into a fresh database the fastest
 // way PostgreSQL takes them (COPY into temporary tables, one INSERT … ON
 // CONFLICT each, one insights refresh) and returns how long it took.
-func ceilingWrite(b *testing.B, e *env, want simulate.ODSState) time.Duration {
+func ceilingWrite(b testing.TB, e *env, want simulate.ODSState) time.Duration {
+	return ceilingWriteTo(b, e.stack.NewDatabase(b), want)
+}
+
+// ceilingWriteTo is ceilingWrite into the empty database dsn.
+func ceilingWriteTo(b testing.TB, dsn string, want simulate.ODSState) time.Duration {
 	ctx := context.Background()
-	dsn := e.stack.NewDatabase(b)
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		b.Fatal(err)
