@@ -389,10 +389,7 @@ func applyWrites(s *state, c *change) error {
 
 // row builds a target row with the relation's mapping.
 func (r *relation) row(parent, child *rowState) (map[string]any, error) {
-	v, err := r.mapping.Query(map[string]any{
-		"parent": parent.Body, "child": child.Body,
-		"parent_version": parent.Version, "child_version": child.Version,
-	})
+	v, err := r.mapping.run(mappingInput{parent: parent.Body, child: child.Body, parentVersion: parent.Version, childVersion: child.Version})
 	if err != nil {
 		return nil, fmt.Errorf("cdc_join: mapping of %s: %w", r.name, err)
 	}
@@ -405,7 +402,7 @@ func (r *relation) row(parent, child *rowState) (map[string]any, error) {
 
 // targetKey builds the key columns of a child's target row, and their JSON.
 func (r *relation) targetKey(child map[string]any) (map[string]any, string, error) {
-	v, err := r.keyMapper.Query(map[string]any{"child": child})
+	v, err := r.keyMapper.run(mappingInput{child: child})
 	if err != nil {
 		return nil, "", fmt.Errorf("cdc_join: key_mapping of %s: %w", r.name, err)
 	}

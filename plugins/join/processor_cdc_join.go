@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redpanda-data/benthos/v4/public/bloblang"
 	"github.com/redpanda-data/benthos/v4/public/service"
 
 	"github.com/odsflow/odsflow/internal/statestore"
@@ -115,7 +114,7 @@ type relation struct {
 	name, kind         string
 	parent, child      *table
 	parentKey          bodyField
-	mapping, keyMapper *bloblang.Executor
+	mapping, keyMapper *rowMapping
 	// The target columns of the versions that deletes carry ("": none).
 	childVersionColumn, parentVersionColumn string
 }
@@ -206,11 +205,16 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 		}
 		parentKeySrc, _ := rc.FieldString("parent_key")
 		r.parentKey = newBodyField(parentKeySrc, parentKey)
-		if r.mapping, err = rc.FieldBloblang("mapping"); err != nil {
-			return nil, fmt.Errorf("relations[%d].mapping: %w", i, err)
-		}
-		if r.keyMapper, err = rc.FieldBloblang("key_mapping"); err != nil {
-			return nil, fmt.Errorf("relations[%d].key_mapping: %w", i, err)
+		for _, f := range []struct {
+			field string
+			into  **rowMapping
+		}{{"mapping", &r.mapping}, {"key_mapping", &r.keyMapper}} {
+			exec, err := rc.FieldBloblang(f.field)
+			if err != nil {
+				return nil, fmt.Errorf("relations[%d].%s: %w", i, f.field, err)
+			}
+			src, _ := rc.FieldString(f.field)
+			*f.into = newRowMapping(src, exec)
 		}
 		if r.childVersionColumn, err = rc.FieldString("child_version_column"); err != nil {
 			return nil, err

@@ -1,0 +1,179 @@
+package join
+
+import (
+	"encoding/json"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/redpanda-data/benthos/v4/public/bloblang"
+)
+
+// A relation's mapping runs once per joined row, and most lines of most
+// mappings copy a field: `root.email = this.parent.email`, or render one,
+// `root.account_number = this.child.account_number.string()`. A mapping
+// made only of `root.column = <expression>` lines, one per line, runs line
+// by line: those two forms directly, the other lines together as one
+// Bloblang mapping of their own (whose expressions may read only `this`).
+// Whenever a direct form meets a value it cannot render exactly as
+// Bloblang would, or a line fails, the row is built by the whole mapping in
+// Bloblang instead, so results and errors are Bloblang's. A mapping of any
+// other shape (let, meta, nested targets, statements over several lines)
+// always runs in Bloblang.
+
+var (
+	assignmentForm = regexp.MustCompile(`^root\.([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$`)
+	fieldForm      = regexp.MustCompile(`^this\.(parent|child)\.([A-Za-z_][A-Za-z0-9_]*)(\.string\(\))?$`)
+	versionForm    = regexp.MustCompile(`^this\.(parent_version|child_version)$`)
+)
+
+// rowMapping is a relation's mapping (or key_mapping).
+type rowMapping struct {
+	full  *bloblang.Executor
+	steps []mappingStep // nil: the mapping always runs in Bloblang
+	// rest: the lines that are not direct forms, as one mapping (nil: none).
+	rest *bloblang.Executor
+}
+
+// mappingStep is one `root.column = …` line.
+type mappingStep struct {
+	column string
+	// Direct forms: a field of the parent or child (side, field), or a
+	// version (side "parent_version" or "child_version", no field).
+	side, field string
+	asString    bool // .string()
+	rest        bool // any other expression: its column comes from rest
+}
+
+// mappingInput is what a mapping sees as `this`.
+type mappingInput struct {
+	parent, child               map[string]any
+	parentVersion, childVersion int64
+}
+
+func (in mappingInput) asMap() map[string]any {
+	return map[string]any{
+		"parent": in.parent, "child": in.child,
+		"parent_version": in.parentVersion, "child_version": in.childVersion,
+	}
+}
+
+// newRowMapping recognises the line-by-line shape in src, the text of full.
+func newRowMapping(src string, full *bloblang.Executor) *rowMapping {
+	m := &rowMapping{full: full}
+	var steps []mappingStep
+	var rest []string
+	for _, line := range strings.Split(src, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		a := assignmentForm.FindStringSubmatch(line)
+		if a == nil {
+			return m
+		}
+		step := mappingStep{column: a[1]}
+		expr := strings.TrimSpace(a[2])
+		if f := fieldForm.FindStringSubmatch(expr); f != nil {
+			step.side, step.field, step.asString = f[1], f[2], f[3] != ""
+		} else if v := versionForm.FindStringSubmatch(expr); v != nil {
+			step.side = v[1]
+		} else {
+			// Alone, the expression must read nothing but `this`: a line
+			// reading root, a variable or metadata keeps the whole mapping
+			// in Bloblang.
+			if strings.Contains(expr, "root") || strings.Contains(expr, "$") || strings.Contains(expr, "@") || strings.Contains(expr, "meta") {
+				return m
+			}
+			if _, err := bloblang.Parse("root = " + expr); err != nil {
+				return m // part of a statement over several lines, say
+			}
+			step.rest = true
+			rest = append(rest, line)
+		}
+		steps = append(steps, step)
+	}
+	if len(rest) > 0 {
+		exec, err := bloblang.Parse(strings.Join(rest, "\n"))
+		if err != nil {
+			return m
+		}
+		m.rest = exec
+	}
+	m.steps = steps
+	return m
+}
+
+// run builds the row: an object from the direct path, or whatever the
+// whole mapping gives (the caller checks it is an object).
+func (m *rowMapping) run(in mappingInput) (any, error) {
+	if m.steps == nil {
+		return m.full.Query(in.asMap())
+	}
+	var rest map[string]any
+	if m.rest != nil {
+		v, err := m.rest.Query(in.asMap())
+		var ok bool
+		if rest, ok = v.(map[string]any); err != nil || !ok {
+			return m.full.Query(in.asMap()) // Bloblang's own error, or deleted()
+		}
+	}
+	out := make(map[string]any, len(m.steps))
+	for i := range m.steps {
+		s := &m.steps[i]
+		if s.rest {
+			v, ok := rest[s.column]
+			if !ok {
+				return m.full.Query(in.asMap()) // deleted()
+			}
+			out[s.column] = v
+			continue
+		}
+		v, ok := s.value(in)
+		if !ok {
+			return m.full.Query(in.asMap())
+		}
+		out[s.column] = v
+	}
+	return out, nil
+}
+
+// value evaluates a direct form; false: not decidable here, ask Bloblang.
+func (s *mappingStep) value(in mappingInput) (any, bool) {
+	var v any
+	switch s.side {
+	case "parent_version":
+		return in.parentVersion, true
+	case "child_version":
+		return in.childVersion, true
+	case "parent":
+		v = in.parent[s.field] // a missing field, or no parent: null
+	case "child":
+		v = in.child[s.field]
+	}
+	switch x := v.(type) {
+	case nil:
+		if s.asString {
+			return "null", true
+		}
+		return nil, true
+	case string:
+		return x, true
+	case bool:
+		if s.asString {
+			return strconv.FormatBool(x), true
+		}
+		return x, true
+	case int64:
+		if s.asString {
+			return strconv.FormatInt(x, 10), true
+		}
+		return x, true
+	case json.Number:
+		if s.asString {
+			return string(x), true
+		}
+		return x, true
+	}
+	return nil, false // floats, objects, arrays, bytes: Bloblang decides
+}

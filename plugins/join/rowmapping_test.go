@@ -1,0 +1,150 @@
+package join
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	"github.com/redpanda-data/benthos/v4/public/bloblang"
+)
+
+// The mappings of config/ods.yaml, and shapes around them.
+var rowMappingCases = []struct {
+	name   string
+	src    string
+	direct bool // the line-by-line path is taken
+}{
+	{"customer_account", `
+root.customer_id = this.parent.id
+root.customer_name = [this.parent.first_name, this.parent.last_name].filter(n -> n != null).join(" ")
+root.email = this.parent.email
+root.mobile = this.parent.mobile
+root.account_id = this.child.id
+root.account_number = this.child.account_number.string()
+root.account_status = this.child.account_status
+root.account_balance = this.child.account_balance
+root.updated_at = [this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort().index(-1).or(null)
+root.account_version = this.child_version
+root.customer_version = this.parent_version
+`, true},
+	{"t_transaction", `
+# a comment line
+root.transaction_id = this.child.id
+root.transaction_ref_number = this.child.transaction_ref_number
+root.transaction_amount = this.child.transaction_amount
+root.account_number = this.parent.account_number.string()
+root.customer_id = this.parent.customer_id
+root.source_version = this.child_version
+`, true},
+	{"key", `root.account_number = this.child.account_number.string()`, true},
+	{"a line that fails", "root.a = this.parent.first_name + \" \" + this.parent.last_name\nroot.b = this.child.id", true},
+	{"deleted", "root.a = this.child.id\nroot.b = deleted()", true},
+	{"a column twice", "root.a = this.child.id\nroot.a = this.parent.id.string()", true},
+	{"let", "let x = this.child.id\nroot.a = $x", false},
+	{"meta", "root.a = @kafka_key", false},
+	{"reads root", "root.a = this.child.id\nroot.b = root.a", false},
+	{"over two lines", "root.a = [\n  this.child.id\n]", false},
+	{"whole root", "root = this.child", false},
+	{"nested target", "root.a.b = this.child.id", false},
+}
+
+// randomValue is a value of any type a row body can hold.
+func randomValue(r *rand.Rand) (any, bool) {
+	switch r.IntN(11) {
+	case 0:
+		return nil, false // missing
+	case 1:
+		return nil, true
+	case 2:
+		return fmt.Sprintf("s%d", r.IntN(100)), true
+	case 3:
+		return int64(r.IntN(2000) - 1000), true
+	case 4:
+		return json.Number(fmt.Sprint(r.IntN(1000))), true
+	case 5:
+		return json.Number([]string{"12.50", "1e3", "-0", "0012", "-7.25E-2"}[r.IntN(5)]), true
+	case 6:
+		return r.Float64() * 100, true
+	case 7:
+		return r.IntN(2) == 0, true
+	case 8:
+		return map[string]any{"k": int64(1)}, true
+	case 9:
+		return []any{"x", int64(2)}, true
+	default:
+		return "2026-03-0" + fmt.Sprint(1+r.IntN(9)) + "T10:00:00Z", true
+	}
+}
+
+func randomBody(r *rand.Rand, fields ...string) map[string]any {
+	if r.IntN(20) == 0 {
+		return nil // no parent
+	}
+	m := map[string]any{}
+	for _, f := range fields {
+		if v, ok := randomValue(r); ok {
+			m[f] = v
+		}
+	}
+	return m
+}
+
+// TestRowMappingMatchesBloblang: on bodies of every value type, the
+// line-by-line path gives exactly what the whole mapping gives in Bloblang,
+// errors included.
+func TestRowMappingMatchesBloblang(t *testing.T) {
+	fields := []string{"id", "first_name", "last_name", "email", "mobile", "account_number", "account_status",
+		"account_balance", "updated_at", "customer_id", "transaction_ref_number", "transaction_amount"}
+	r := rand.New(rand.NewPCG(7, 11))
+	for _, tc := range rowMappingCases {
+		full, err := bloblang.Parse(tc.src)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		m := newRowMapping(tc.src, full)
+		if direct := m.steps != nil; direct != tc.direct {
+			t.Errorf("%s: line by line %v, want %v", tc.name, direct, tc.direct)
+		}
+		for i := 0; i < 3000; i++ {
+			in := mappingInput{parent: randomBody(r, fields...), child: randomBody(r, fields...),
+				parentVersion: r.Int64N(1 << 40), childVersion: r.Int64N(1 << 40)}
+			got, gotErr := m.run(in)
+			want, wantErr := full.Query(in.asMap())
+			if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s, input %+v:\n got  %#v, %v\n want %#v, %v", tc.name, in, got, gotErr, want, wantErr)
+			}
+		}
+	}
+}
+
+// BenchmarkRowMapping: the customer_account mapping of config/ods.yaml,
+// line by line and in Bloblang.
+func BenchmarkRowMapping(b *testing.B) {
+	src := rowMappingCases[0].src
+	full, err := bloblang.Parse(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := mappingInput{
+		parent: map[string]any{"id": json.Number("3"), "first_name": "Ann", "last_name": "Lee", "email": "ann@example.com",
+			"mobile": "+44 7700 900123", "updated_at": "2026-03-02T08:30:00.000000Z"},
+		child: map[string]any{"id": json.Number("5"), "account_number": json.Number("100042"), "account_status": "ACTIVE",
+			"account_balance": "25.00", "customer_id": json.Number("3"), "updated_at": "2026-03-01T10:00:00.000000Z"},
+		parentVersion: 100, childVersion: 101,
+	}
+	for _, mode := range []struct {
+		name string
+		m    *rowMapping
+	}{{"line_by_line", newRowMapping(src, full)}, {"bloblang", &rowMapping{full: full}}} {
+		b.Run(mode.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := mode.m.run(in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
