@@ -151,29 +151,28 @@ func (s *mappingStep) value(in mappingInput) (any, bool) {
 	case "child":
 		v = in.child[s.field]
 	}
+	if !s.asString {
+		switch v.(type) {
+		case map[string]any, []any, []byte:
+			return nil, false // Bloblang decides whether it copies them
+		}
+		return v, true // a field read as it is
+	}
 	switch x := v.(type) {
 	case nil:
-		if s.asString {
-			return "null", true
-		}
-		return nil, true
+		return "null", true
 	case string:
 		return x, true
-	case bool:
-		if s.asString {
-			return strconv.FormatBool(x), true
-		}
-		return x, true
-	case int64:
-		if s.asString {
-			return strconv.FormatInt(x, 10), true
-		}
-		return x, true
 	case json.Number:
-		if s.asString {
-			return string(x), true
-		}
-		return x, true
+		return string(x), true
+	case bool:
+		return strconv.FormatBool(x), true
+	case int64:
+		return strconv.FormatInt(x, 10), true
+	case int32:
+		return strconv.FormatInt(int64(x), 10), true
+	case int:
+		return strconv.Itoa(x), true
 	}
-	return nil, false // floats, objects, arrays, bytes: Bloblang decides
+	return nil, false // floats, objects, arrays, bytes…: Bloblang renders them
 }

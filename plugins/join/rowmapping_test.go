@@ -52,7 +52,15 @@ root.source_version = this.child_version
 
 // randomValue is a value of any type a row body can hold.
 func randomValue(r *rand.Rand) (any, bool) {
-	switch r.IntN(11) {
+	switch r.IntN(15) {
+	case 11:
+		return int32(r.IntN(2000) - 1000), true
+	case 12:
+		return r.IntN(2000) - 1000, true
+	case 13:
+		return uint64(r.IntN(100)), true
+	case 14:
+		return []byte("raw"), true
 	case 0:
 		return nil, false // missing
 	case 1:
