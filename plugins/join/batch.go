@@ -228,8 +228,29 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 	if len(outs) == 0 {
 		return nil, nil
 	}
+	// A source message whose one output is a row becomes that row: a copy
+	// would clone its metadata, the largest part of a message. Copies go
+	// first, since they share the source's metadata until they write their
+	// own.
+	outputsOf := make([]int, len(batch))
+	for i := range outs {
+		outputsOf[outs[i].src]++
+	}
+	takesOver := func(o *output) bool { return outputsOf[o.src] == 1 && o.err == nil && !o.passthrough }
 	out := make(service.MessageBatch, len(outs))
-	parallel(len(outs), func(i int) { out[i] = j.message(&outs[i]) })
+	parallel(len(outs), func(i int) {
+		if !takesOver(&outs[i]) {
+			out[i] = j.message(&outs[i])
+		}
+	})
+	parallel(len(outs), func(i int) {
+		if o := &outs[i]; takesOver(o) {
+			o.msg.SetStructuredMut(o.row)
+			o.msg.MetaSetMut("ods_table", o.table)
+			o.msg.MetaSetMut("ods_op", o.op)
+			out[i] = o.msg
+		}
+	})
 	return []service.MessageBatch{out}, nil
 }
 

@@ -47,7 +47,11 @@ are on disk before any offset of the batch can be committed. The directory is lo
 fails at once. A state written by an earlier odsflow (one bbolt file) is migrated at open.
 
 Batches are applied to the state one at a time, while the Bloblang work of a batch (checks, keys, mappings) and the reading and
-encoding of its rows run on every core. Per-key order is the order batches are applied in: with
+encoding of its rows run on every core. Checks of the form `+"`@meta == \"literal\"`"+`, keys of the form `+"`this.field`"+`, and
+mappings made of one `+"`root.column = …`"+` line each (field copies and `+"`.string()`"+` read directly, the other lines
+together as one Bloblang mapping) skip most of Bloblang's per-call cost; whatever they cannot decide exactly as
+Bloblang would (a float to render, a line that fails) is handed to the full Bloblang, so results and errors are the
+same. Per-key order is the order batches are applied in: with
 `+"`pipeline.threads`"+` > 1 that holds as long as the input releases one batch per partition at a time
 (`+"`kafka_franz`"+`'s default, `+"`checkpoint_limit: 1`"+`), since a key's changes share a partition. With `+"`pipeline.threads`"+` > 1, or an output with `+"`max_in_flight`"+` > 1,
 the rows of two batches may reach the ODS in the other order: versioned upserts and deletes make that harmless,

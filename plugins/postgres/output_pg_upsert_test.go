@@ -559,3 +559,36 @@ delete_check: 'this.deleted.or(false)'
 		t.Errorf("a message no check selects: %v", err)
 	}
 }
+
+// TestFreshnessIsSampledInLargeBatches: every row of a small batch is
+// timed; of a large one, at most freshnessSamples evenly spread; failed
+// rows and rows without a source time are not.
+func TestFreshnessIsSampledInLargeBatches(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	batchOf := func(n int) service.MessageBatch {
+		b := make(service.MessageBatch, n)
+		for i := range b {
+			b[i] = service.NewMessage(nil)
+			b[i].MetaSetMut("cdc_ts_ms", now.UnixMilli()-int64(i)) // row i: i ms old
+		}
+		return b
+	}
+	var got []time.Duration
+	observe := func(d time.Duration) { got = append(got, d) }
+
+	small := batchOf(200)
+	small[3] = service.NewMessage(nil) // no source time
+	sourceToCommit(small, map[int]error{5: errors.New("refused")}, "cdc_ts_ms", now, observe)
+	if len(got) != 198 || got[0] != 0 || got[len(got)-1] != 199*time.Millisecond {
+		t.Errorf("a batch of 200, one failed, one without a time: %d observations (%v … %v), want 198, 0s … 199ms", len(got), got[0], got[len(got)-1])
+	}
+
+	got = nil
+	sourceToCommit(batchOf(10_000), nil, "cdc_ts_ms", now, observe)
+	if len(got) > freshnessSamples || len(got) < freshnessSamples*9/10 {
+		t.Errorf("a batch of 10,000: %d observations, want at most and about %d", len(got), freshnessSamples)
+	}
+	if last := got[len(got)-1]; last < 9_900*time.Millisecond {
+		t.Errorf("a batch of 10,000: the last observation is %v old: not spread to the end of the batch", last)
+	}
+}

@@ -796,18 +796,32 @@ func (u *upsert) collectRows(ctx context.Context, tx pgx.Tx, t *tableConf, sql s
 	return changed, rows.Err()
 }
 
-// recordFreshness times, for each committed message with a source time,
-// the way from the source to the ODS.
+// freshnessSamples bounds how many rows of a batch are timed: an
+// observation of a timing metric takes a lock and a histogram update, and
+// under a backlog a batch holds thousands of rows that say the same.
+const freshnessSamples = 256
+
+// recordFreshness times, for committed messages with a source time, the
+// way from the source to the ODS: every one of a batch of up to
+// freshnessSamples messages, otherwise that many, evenly spread.
 func (u *upsert) recordFreshness(batch service.MessageBatch, failed map[int]error) {
 	if u.freshKey == "" {
 		return
 	}
-	now := time.Now().UnixMilli()
-	for i, m := range batch {
+	sourceToCommit(batch, failed, u.freshKey, time.Now(), func(d time.Duration) { u.metrics.freshness.Timing(d.Nanoseconds()) })
+}
+
+// sourceToCommit calls observe with now minus the source time (unix ms in
+// metadata key) of the messages not failed: of every one, or of every
+// step-th so that at most freshnessSamples are.
+func sourceToCommit(batch service.MessageBatch, failed map[int]error, key string, now time.Time, observe func(time.Duration)) {
+	step := max(1, (len(batch)+freshnessSamples-1)/freshnessSamples)
+	nowMs := now.UnixMilli()
+	for i := 0; i < len(batch); i += step {
 		if failed[i] != nil {
 			continue
 		}
-		v, ok := m.MetaGetMut(u.freshKey)
+		v, ok := batch[i].MetaGetMut(key)
 		if !ok {
 			continue
 		}
@@ -826,8 +840,8 @@ func (u *upsert) recordFreshness(batch service.MessageBatch, failed map[int]erro
 		default:
 			continue
 		}
-		if d := now - ms; d >= 0 {
-			u.metrics.freshness.Timing(d * int64(time.Millisecond))
+		if d := nowMs - ms; d >= 0 {
+			observe(time.Duration(d) * time.Millisecond)
 		}
 	}
 }

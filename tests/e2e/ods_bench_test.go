@@ -307,6 +307,27 @@ func captureProfile(b *testing.B, addr, path string, after, length time.Duration
 		return
 	}
 	b.Logf("cpu profile of the pipeline written to %s", path)
+	saveURL(b, fmt.Sprintf("http://%s/debug/pprof/heap", addr), path+".heap")
+}
+
+// saveURL saves what url answers to path (a diagnosis aid: failures are
+// logged, not fatal).
+func saveURL(b *testing.B, url, path string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Logf("%s: %v", url, err)
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(path, body, 0o644)
+	}
+	if err != nil {
+		b.Logf("%s: %v", url, err)
+		return
+	}
+	b.Logf("%s written to %s", url, path)
 }
 
 // saveStats writes the pipeline's /stats (every metric) to path.
