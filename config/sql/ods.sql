@@ -114,3 +114,40 @@ AS $$
     WHERE i.customer_id IN (SELECT customer_id FROM computed WHERE NOT has_rows);
 $$;
 
+-- refresh_total_balance is the refresh for customers whose accounts changed
+-- (after_batch of customer_account). Of their insights, accounts can only
+-- move total_balance: a customer that has an insights row and still has
+-- accounts gets that one column recomputed (a few index probes, where the
+-- full refresh reads every transaction of the customer again). A customer
+-- without a row yet, or without accounts now, takes the full refresh: its
+-- row may have to be created (with its spending) or deleted. The spending a
+-- row keeps is current, because every change of a customer's transactions
+-- refreshes it in full (after_batch of t_transaction). After changing
+-- ODS_SPENDING_TYPES, refresh every customer in full once:
+--   SELECT ods_schema.refresh_financial_insights(array(SELECT customer_id FROM ods_schema.t_financial_insights), 'debit,withdrawal');
+CREATE OR REPLACE FUNCTION ods_schema.refresh_total_balance(ids integer[], spending_types text)
+RETURNS void LANGUAGE plpgsql
+SET jit = off
+AS $$
+DECLARE
+    in_full integer[];
+BEGIN
+    WITH computed AS (
+        SELECT w.customer_id, b.total, b.accounts, i.customer_id IS NOT NULL AS has_row, i.total_balance AS stored
+        FROM (SELECT DISTINCT unnest(ids) AS customer_id) w
+        CROSS JOIN LATERAL (
+            SELECT coalesce(sum(account_balance), 0) AS total, count(*) AS accounts
+            FROM ods_schema.customer_account a WHERE a.customer_id = w.customer_id
+        ) b
+        LEFT JOIN ods_schema.t_financial_insights i ON i.customer_id = w.customer_id
+    ), updated AS (
+        UPDATE ods_schema.t_financial_insights i SET total_balance = c.total, updated_at = now()
+        FROM computed c
+        WHERE i.customer_id = c.customer_id AND c.has_row AND c.accounts > 0 AND c.stored IS DISTINCT FROM c.total
+    )
+    SELECT array_agg(customer_id) INTO in_full FROM computed WHERE has_row <> (accounts > 0);
+    IF in_full IS NOT NULL THEN
+        PERFORM ods_schema.refresh_financial_insights(in_full, spending_types);
+    END IF;
+END
+$$;
