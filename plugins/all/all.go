@@ -11,6 +11,8 @@ import (
 	_ "github.com/odsflow/odsflow/plugins/debezium"
 	// cdc_join.
 	_ "github.com/odsflow/odsflow/plugins/join"
+	// content_to_metadata.
+	_ "github.com/odsflow/odsflow/plugins/message"
 	// kafka_franz input and output.
 	_ "github.com/odsflow/odsflow/plugins/kafka"
 	// pg_upsert output.
