@@ -210,6 +210,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 			continue
 		}
 		if err == nil {
+			j.rows.forget(st.writtenKeys)
 			j.count(st)
 			break
 		}

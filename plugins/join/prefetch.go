@@ -73,6 +73,11 @@ func (j *join) prefetchOne(tx statestore.Tx, p *prepared, hits []prefetchHit) []
 		return hits
 	}
 	readRow := func(t *table, key string) {
+		ck := cacheKey(rowBucket(t), key)
+		if r, ok := j.rows.get(ck); ok {
+			hits = append(hits, prefetchHit{key: ck, row: r, isRow: true})
+			return
+		}
 		b, err := tx.Get(rowBucket(t), []byte(key))
 		if err != nil {
 			return
@@ -83,7 +88,8 @@ func (j *join) prefetchOne(tx statestore.Tx, p *prepared, hits []prefetchHit) []
 				return // the transaction reads it again, and reports it
 			}
 		}
-		hits = append(hits, prefetchHit{key: cacheKey(rowBucket(t), key), row: r, isRow: true})
+		j.rows.put(ck, r)
+		hits = append(hits, prefetchHit{key: ck, row: r, isRow: true})
 	}
 	if p.t.stored {
 		readRow(p.t, p.key)

@@ -51,7 +51,8 @@ encoding of its rows run on every core. Checks of the form `+"`@meta == \"litera
 mappings made of one `+"`root.column = …`"+` line each (field copies and `+"`.string()`"+` read directly, the other lines
 together as one Bloblang mapping) skip most of Bloblang's per-call cost; whatever they cannot decide exactly as
 Bloblang would (a float to render, a line that fails) is handed to the full Bloblang, so results and errors are the
-same. Per-key order is the order batches are applied in: with
+same. The rows read most recently (up to 32,768, some 32 MB) are kept decoded between batches, so that a row many
+changes read, such as the account of every transaction, is read from disk once until it changes. Per-key order is the order batches are applied in: with
 `+"`pipeline.threads`"+` > 1 that holds as long as the input releases one batch per partition at a time
 (`+"`kafka_franz`"+`'s default, `+"`checkpoint_limit: 1`"+`), since a key's changes share a partition. With `+"`pipeline.threads`"+` > 1, or an output with `+"`max_in_flight`"+` > 1,
 the rows of two batches may reach the ODS in the other order: versioned upserts and deletes make that harmless,
@@ -126,6 +127,7 @@ type relation struct {
 type join struct {
 	log       *service.Logger
 	store     statestore.Store
+	rows      *rowCache // decoded rows across batches
 	tables    []*table
 	relations []*relation
 	retention time.Duration
@@ -140,6 +142,7 @@ type join struct {
 
 func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) {
 	j := &join{
+		rows: newRowCache(),
 		log:       mgr.Logger(),
 		stale:     mgr.Metrics().NewCounter("cdc_join_stale"),
 		held:      mgr.Metrics().NewCounter("cdc_join_held"),

@@ -81,3 +81,18 @@ func (s *state) flushRows() (map[int]error, error) {
 	}
 	return nil, nil
 }
+
+// writtenKeys yields the cacheKey of every key the batch wrote: staged row
+// states and the other writes.
+func (s *state) writtenKeys(yield func(string) bool) {
+	for ck := range s.staged {
+		if !yield(ck) {
+			return
+		}
+	}
+	for ck := range s.written {
+		if !yield(ck) {
+			return
+		}
+	}
+}
