@@ -64,6 +64,10 @@ CREATE OR REPLACE FUNCTION ods_schema.refresh_financial_insights(ids integer[], 
 RETURNS void LANGUAGE sql
 -- Compiling the plan (JIT) costs more than a refresh of a batch's customers.
 SET jit = off
+-- Each customer's probes read a few accounts and a few dozen transactions,
+-- where a bitmap heap scan (the planner's pick from the tables' averages)
+-- costs more per call than an index scan: 4,000 customers, 140 → 97 ms.
+SET enable_bitmapscan = off
 AS $$
     WITH types AS (
         SELECT array_agg(lower(btrim(t))) AS list FROM unnest(string_to_array(spending_types, ',')) t
@@ -128,6 +132,7 @@ $$;
 CREATE OR REPLACE FUNCTION ods_schema.refresh_total_balance(ids integer[], spending_types text)
 RETURNS void LANGUAGE plpgsql
 SET jit = off
+SET enable_bitmapscan = off -- as above: 4,000 customers, 31 → 23 ms
 AS $$
 DECLARE
     in_full integer[];
