@@ -142,7 +142,7 @@ type join struct {
 
 func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) {
 	j := &join{
-		rows: newRowCache(),
+		rows:      newRowCache(),
 		log:       mgr.Logger(),
 		stale:     mgr.Metrics().NewCounter("cdc_join_stale"),
 		held:      mgr.Metrics().NewCounter("cdc_join_held"),
