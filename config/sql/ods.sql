@@ -127,8 +127,9 @@ $$;
 -- row may have to be created (with its spending) or deleted. The spending a
 -- row keeps is current, because every change of a customer's transactions
 -- refreshes it in full (after_batch of t_transaction). After changing
--- ODS_SPENDING_TYPES, refresh every customer in full once:
---   SELECT ods_schema.refresh_financial_insights(array(SELECT customer_id FROM ods_schema.t_financial_insights), 'debit,withdrawal');
+-- ODS_SPENDING_TYPES, refresh every customer in full once, with the new list:
+--   SELECT ods_schema.refresh_financial_insights(array(SELECT customer_id FROM ods_schema.customer_account
+--       UNION SELECT customer_id FROM ods_schema.t_transaction), '<the new list>');
 CREATE OR REPLACE FUNCTION ods_schema.refresh_total_balance(ids integer[], spending_types text)
 RETURNS void LANGUAGE plpgsql
 SET jit = off

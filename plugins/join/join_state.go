@@ -402,7 +402,7 @@ func (r *relation) row(parent, child *rowState) (map[string]any, error) {
 
 // targetKey builds the key columns of a child's target row, and their JSON.
 func (r *relation) targetKey(child map[string]any) (map[string]any, string, error) {
-	v, err := r.keyMapper.run(mappingInput{child: child})
+	v, err := r.keyMapper.run(mappingInput{child: child, childOnly: true})
 	if err != nil {
 		return nil, "", fmt.Errorf("cdc_join: key_mapping of %s: %w", r.name, err)
 	}

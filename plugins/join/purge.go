@@ -141,6 +141,17 @@ func (j *join) purgeBucket(ctx context.Context, bucket string, now time.Time, ex
 		if err != nil {
 			return total, err
 		}
+		// The row cache must not keep what the store no longer holds: a
+		// later truncation would make a purged row read as a fresh
+		// tombstone with its old parents. No prefetch can put it back: its
+		// read transaction and this commit exclude each other.
+		j.rows.forget(func(yield func(string) bool) {
+			for _, w := range dels {
+				if !yield(cacheKey(w.bucket, string(w.key))) {
+					return
+				}
+			}
+		})
 		total += n
 		if done {
 			return total, nil

@@ -11,9 +11,9 @@ const rowCacheEntries = 1 << 15
 // every one of its transactions looks up, is read from the store and
 // decoded once. It holds only what the store holds, as of the last commit:
 // filled from phase 1's reads of committed state, and a key a batch wrote
-// is forgotten once that batch commits. The purge loop's deletes need no
-// forgetting: it removes only what row() hides anyway (see prefetch.go).
-// Row states are never changed in place (state.cachedRow hands out copies
+// is forgotten once that batch commits, and so is a key the purge loop
+// deletes (a purged truncated row, cached, would otherwise come back as a
+// fresh tombstone with its old parents after a later truncation). Row states are never changed in place (state.cachedRow hands out copies
 // whose maps are replaced, not written), so the cache shares them.
 //
 // Eviction is by generation: when the current one is full it becomes the

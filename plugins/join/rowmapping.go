@@ -18,8 +18,9 @@ import (
 // Whenever a direct form meets a value it cannot render exactly as
 // Bloblang would, or a line fails, the row is built by the whole mapping in
 // Bloblang instead, so results and errors are Bloblang's. A mapping of any
-// other shape (let, meta, nested targets, statements over several lines)
-// always runs in Bloblang.
+// other shape (let, meta, nested targets, statements over several lines, a
+// column assigned twice, a stateful function such as count()) always runs
+// in Bloblang.
 
 var (
 	assignmentForm = regexp.MustCompile(`^root\.([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$`)
@@ -49,20 +50,31 @@ type mappingStep struct {
 type mappingInput struct {
 	parent, child               map[string]any
 	parentVersion, childVersion int64
+	// childOnly: a key_mapping, which sees `this.child` alone.
+	childOnly bool
 }
 
 func (in mappingInput) asMap() map[string]any {
+	if in.childOnly {
+		return map[string]any{"child": in.child}
+	}
 	return map[string]any{
 		"parent": in.parent, "child": in.child,
 		"parent_version": in.parentVersion, "child_version": in.childVersion,
 	}
 }
 
+// statefulCall finds Bloblang functions whose result depends on earlier
+// calls in the same executor: run apart from the whole mapping (or again
+// by it, after a fallback), they would count differently.
+var statefulCall = regexp.MustCompile(`\b(count|counter)\s*\(`)
+
 // newRowMapping recognises the line-by-line shape in src, the text of full.
 func newRowMapping(src string, full *bloblang.Executor) *rowMapping {
 	m := &rowMapping{full: full}
 	var steps []mappingStep
 	var rest []string
+	assigned := map[string]bool{}
 	for _, line := range strings.Split(src, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -72,6 +84,10 @@ func newRowMapping(src string, full *bloblang.Executor) *rowMapping {
 		if a == nil {
 			return m
 		}
+		if assigned[a[1]] {
+			return m // the last assignment wins: keep the order to Bloblang
+		}
+		assigned[a[1]] = true
 		step := mappingStep{column: a[1]}
 		expr := strings.TrimSpace(a[2])
 		if f := fieldForm.FindStringSubmatch(expr); f != nil {
@@ -82,7 +98,8 @@ func newRowMapping(src string, full *bloblang.Executor) *rowMapping {
 			// Alone, the expression must read nothing but `this`: a line
 			// reading root, a variable or metadata keeps the whole mapping
 			// in Bloblang.
-			if strings.Contains(expr, "root") || strings.Contains(expr, "$") || strings.Contains(expr, "@") || strings.Contains(expr, "meta") {
+			if strings.Contains(expr, "root") || strings.Contains(expr, "$") || strings.Contains(expr, "@") || strings.Contains(expr, "meta") ||
+				statefulCall.MatchString(expr) {
 				return m
 			}
 			if _, err := bloblang.Parse("root = " + expr); err != nil {
@@ -142,12 +159,18 @@ func (m *rowMapping) run(in mappingInput) (any, error) {
 func (s *mappingStep) value(in mappingInput) (any, bool) {
 	var v any
 	switch s.side {
-	case "parent_version":
-		return in.parentVersion, true
-	case "child_version":
+	case "parent_version", "child_version":
+		if in.childOnly {
+			return nil, true // not in a key_mapping's `this`
+		}
+		if s.side == "parent_version" {
+			return in.parentVersion, true
+		}
 		return in.childVersion, true
 	case "parent":
-		v = in.parent[s.field] // a missing field, or no parent: null
+		if !in.childOnly {
+			v = in.parent[s.field] // a missing field, or no parent: null
+		}
 	case "child":
 		v = in.child[s.field]
 	}

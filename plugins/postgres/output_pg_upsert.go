@@ -72,7 +72,7 @@ part of the SQL text. The DSN is a secret: its password appears in no log line, 
 				service.NewStringListField("args").Description("Further values bound as `$2`, `$3`, … (text): settings from the environment stay out of the SQL text.").Default([]any{}).Example([]string{"${ODS_SPENDING_TYPES:debit,withdrawal}"}),
 			).Description("Statements run after the batch's writes, in the same transaction, for the values of a column that the batch affected.").Default([]any{}),
 			service.NewStringField("freshness_metadata").
-				Description("Metadata holding when a change happened at the source (unix milliseconds; `debezium_unwrap` sets `cdc_ts_ms` to source.ts_ms): the time from then to the commit of its row is recorded in the timing metric `pg_upsert_freshness` (for every row of a batch of up to 256, otherwise for 256 rows evenly spread: under a backlog, thousands of rows of one batch say the same, and each observation costs). Empty: not recorded.").
+				Description("Metadata holding when a change happened at the source (unix milliseconds; `debezium_unwrap` sets `cdc_ts_ms` to source.ts_ms): the time from then to the commit of its row is recorded in the timing metric `pg_upsert_freshness` (for every 4th committed row, counted across batches: each observation takes a lock, and taking one row in four, whatever the batch, keeps the percentiles those of all rows). Empty: not recorded.").
 				Default("cdc_ts_ms").Advanced(),
 			service.NewIntField("max_in_flight").Description("Batches written in parallel (each in its own transaction). Above 1, batches may commit out of order: the version guards keep rows right, except that a delete can then be overtaken by an older upsert of the same row.").Default(1),
 			service.NewBatchPolicyField("batching"),
@@ -119,14 +119,17 @@ type upsert struct {
 	log      *service.Logger
 	dsn      string
 	freshKey string // metadata of the source time (ms), "": none
-	poolConf poolSettings
-	retry    retrySettings
-	tables   []*tableConf
-	byName   map[string]*tableConf
-	deleteQ  *bloblang.Executor // nil: ods_op
-	initSQL  []string
-	after    []*afterBatch
-	metrics  upsertMetrics
+	// freshRows counts the committed rows offered to the freshness metric,
+	// whose every freshnessEvery-th is timed.
+	freshRows atomic.Int64
+	poolConf  poolSettings
+	retry     retrySettings
+	tables    []*tableConf
+	byName    map[string]*tableConf
+	deleteQ   *bloblang.Executor // nil: ods_op
+	initSQL   []string
+	after     []*afterBatch
+	metrics   upsertMetrics
 	// retriesSeen counts retried transactions (pg_upsert_retries), for tests.
 	retriesSeen atomic.Int64
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -560,35 +561,45 @@ delete_check: 'this.deleted.or(false)'
 	}
 }
 
-// TestFreshnessIsSampledInLargeBatches: every row of a small batch is
-// timed; of a large one, at most freshnessSamples evenly spread; failed
-// rows and rows without a source time are not.
-func TestFreshnessIsSampledInLargeBatches(t *testing.T) {
+// TestFreshnessTimesOneRowInFour: one committed row in freshnessEvery is
+// timed, counted across batches whatever their size (a cap per batch
+// would favour the rows of small batches); failed rows and rows without a
+// source time are not.
+func TestFreshnessTimesOneRowInFour(t *testing.T) {
 	now := time.UnixMilli(1_800_000_000_000)
-	batchOf := func(n int) service.MessageBatch {
+	batchOf := func(n int, firstAge int) service.MessageBatch {
 		b := make(service.MessageBatch, n)
 		for i := range b {
 			b[i] = service.NewMessage(nil)
-			b[i].MetaSetMut("cdc_ts_ms", now.UnixMilli()-int64(i)) // row i: i ms old
+			b[i].MetaSetMut("cdc_ts_ms", now.UnixMilli()-int64(firstAge+i)) // position p: p ms old
 		}
 		return b
 	}
 	var got []time.Duration
 	observe := func(d time.Duration) { got = append(got, d) }
-
-	small := batchOf(200)
-	small[3] = service.NewMessage(nil) // no source time
-	sourceToCommit(small, map[int]error{5: errors.New("refused")}, "cdc_ts_ms", now, observe)
-	if len(got) != 198 || got[0] != 0 || got[len(got)-1] != 199*time.Millisecond {
-		t.Errorf("a batch of 200, one failed, one without a time: %d observations (%v … %v), want 198, 0s … 199ms", len(got), got[0], got[len(got)-1])
+	var seen int64
+	for _, n := range []int{3, 10, 1, 5000, 2} {
+		b := batchOf(n, int(seen))
+		var failed map[int]error
+		if n == 10 {
+			failed = map[int]error{1: errors.New("refused")} // position 4
+		}
+		sourceToCommit(b, failed, seen, "cdc_ts_ms", now, observe)
+		seen += int64(n)
 	}
-
+	var want []time.Duration
+	for p := int64(0); p < seen; p += freshnessEvery {
+		if p != 4 {
+			want = append(want, time.Duration(p)*time.Millisecond)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("observed %d rows (%v … ), want the %d at positions 0, 8, 12, … (%v … )", len(got), got[:min(5, len(got))], len(want), want[:5])
+	}
+	noTime := service.MessageBatch{service.NewMessage(nil)}
 	got = nil
-	sourceToCommit(batchOf(10_000), nil, "cdc_ts_ms", now, observe)
-	if len(got) > freshnessSamples || len(got) < freshnessSamples*9/10 {
-		t.Errorf("a batch of 10,000: %d observations, want at most and about %d", len(got), freshnessSamples)
-	}
-	if last := got[len(got)-1]; last < 9_900*time.Millisecond {
-		t.Errorf("a batch of 10,000: the last observation is %v old: not spread to the end of the batch", last)
+	sourceToCommit(noTime, nil, 0, "cdc_ts_ms", now, observe)
+	if len(got) != 0 {
+		t.Errorf("a row without a source time was timed: %v", got)
 	}
 }

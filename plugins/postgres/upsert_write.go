@@ -804,28 +804,29 @@ func (u *upsert) collectRows(ctx context.Context, tx pgx.Tx, t *tableConf, sql s
 	return changed, rows.Err()
 }
 
-// freshnessSamples bounds how many rows of a batch are timed: an
-// observation of a timing metric takes a lock and a histogram update, and
-// under a backlog a batch holds thousands of rows that say the same.
-const freshnessSamples = 256
+// freshnessEvery: one committed row in this many is timed. An
+// observation of a timing metric takes a lock and a histogram update; a
+// fixed stride over all rows, unlike a cap per batch, does not favour the
+// rows of small batches (the fresh ones).
+const freshnessEvery = 4
 
-// recordFreshness times, for committed messages with a source time, the
-// way from the source to the ODS: every one of a batch of up to
-// freshnessSamples messages, otherwise that many, evenly spread.
+// recordFreshness times the way from the source to the ODS of one
+// committed message in freshnessEvery that has a source time.
 func (u *upsert) recordFreshness(batch service.MessageBatch, failed map[int]error) {
 	if u.freshKey == "" {
 		return
 	}
-	sourceToCommit(batch, failed, u.freshKey, time.Now(), func(d time.Duration) { u.metrics.freshness.Timing(d.Nanoseconds()) })
+	first := u.freshRows.Add(int64(len(batch))) - int64(len(batch))
+	sourceToCommit(batch, failed, first, u.freshKey, time.Now(), func(d time.Duration) { u.metrics.freshness.Timing(d.Nanoseconds()) })
 }
 
 // sourceToCommit calls observe with now minus the source time (unix ms in
-// metadata key) of the messages not failed: of every one, or of every
-// step-th so that at most freshnessSamples are.
-func sourceToCommit(batch service.MessageBatch, failed map[int]error, key string, now time.Time, observe func(time.Duration)) {
-	step := max(1, (len(batch)+freshnessSamples-1)/freshnessSamples)
+// metadata key) of the messages not failed whose position, counting from
+// first, is a multiple of freshnessEvery.
+func sourceToCommit(batch service.MessageBatch, failed map[int]error, first int64, key string, now time.Time, observe func(time.Duration)) {
 	nowMs := now.UnixMilli()
-	for i := 0; i < len(batch); i += step {
+	start := int((freshnessEvery - first%freshnessEvery) % freshnessEvery)
+	for i := start; i < len(batch); i += freshnessEvery {
 		if failed[i] != nil {
 			continue
 		}
