@@ -289,24 +289,7 @@ func freeAddr(b *testing.B) string {
 // the profile is a diagnosis, not part of the measurement.
 func captureProfile(b *testing.B, addr, path string, after, length time.Duration) {
 	time.Sleep(after)
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(length.Seconds()))
-	resp, err := http.Get(url)
-	if err != nil {
-		b.Logf("cpu profile: %v", err)
-		return
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		b.Logf("cpu profile: %v", err)
-		return
-	}
-	defer f.Close()
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		b.Logf("cpu profile: %v", err)
-		return
-	}
-	b.Logf("cpu profile of the pipeline written to %s", path)
+	saveURL(b, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(length.Seconds())), path)
 	saveURL(b, fmt.Sprintf("http://%s/debug/pprof/heap", addr), path+".heap")
 }
 
@@ -332,21 +315,7 @@ func saveURL(b *testing.B, url, path string) {
 
 // saveStats writes the pipeline's /stats (every metric) to path.
 func saveStats(b *testing.B, addr, path string) {
-	resp, err := http.Get("http://" + addr + "/stats")
-	if err != nil {
-		b.Logf("stats: %v", err)
-		return
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err == nil {
-		err = os.WriteFile(path, body, 0o644)
-	}
-	if err != nil {
-		b.Logf("stats: %v", err)
-		return
-	}
-	b.Logf("metrics of the pipeline written to %s", path)
+	saveURL(b, "http://"+addr+"/stats", path)
 }
 
 // peakRSSMB is the pipeline process's peak resident memory (VmHWM), in MB;
