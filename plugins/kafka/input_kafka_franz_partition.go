@@ -56,9 +56,14 @@ type partitionState struct {
 type inflightBatch struct {
 	lastOffset int64
 	lastEpoch  int32
-	msgs       service.MessageBatch // kept for replay after a nack
-	acked      bool
-	attempts   int
+	// Without a batching policy, records are the batch: every delivery,
+	// the first and each replay after a nack, converts them anew (the
+	// pipeline owns, and changes, what it was given). With one, msgs is the
+	// policy's output, kept for replay and delivered as copies.
+	records  []*kgo.Record
+	msgs     service.MessageBatch
+	acked    bool
+	attempts int
 }
 
 func newPartitionState(in *franzInput, tp topicPartition) *partitionState {
@@ -212,13 +217,22 @@ func (p *partitionState) run(ctx context.Context, batcher *service.Batcher) {
 		if !ok {
 			return
 		}
-		if len(b.msgs) == 0 {
+		if len(b.records) == 0 && len(b.msgs) == 0 {
 			// The batching processors dropped every message: nothing to
 			// deliver, but the offsets are done with.
 			p.ack(b, nil)
 			continue
 		}
-		pb := pendingBatch{msgs: b.msgs.Copy(), replay: b.attempts > 0, from: p, ack: func(_ context.Context, err error) error {
+		var msgs service.MessageBatch
+		if b.records != nil {
+			msgs = make(service.MessageBatch, len(b.records))
+			for i, r := range b.records {
+				msgs[i] = p.in.toMessage(r)
+			}
+		} else {
+			msgs = b.msgs.Copy()
+		}
+		pb := pendingBatch{msgs: msgs, replay: b.attempts > 0, from: p, ack: func(_ context.Context, err error) error {
 			p.ack(b, err)
 			return nil
 		}}
@@ -273,10 +287,7 @@ func (p *partitionState) nextDelivery(ctx context.Context, batcher *service.Batc
 				// Without a batching policy, a partition's whole backlog
 				// is the next batch: the slower the output, the bigger the
 				// batches, which is what keeps a single-slot partition fast.
-				b := &inflightBatch{msgs: make(service.MessageBatch, 0, len(p.buf))}
-				for _, r := range p.buf {
-					b.msgs = append(b.msgs, p.in.toMessage(r))
-				}
+				b := &inflightBatch{records: p.buf}
 				last := p.buf[len(p.buf)-1]
 				b.lastOffset, b.lastEpoch = last.Offset, last.LeaderEpoch
 				p.buf, p.bufBytes = nil, 0

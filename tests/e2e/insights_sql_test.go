@@ -17,13 +17,17 @@ import (
 
 // TestInsightsRefreshByTableMatchesFullRefresh: config/ods.yaml refreshes
 // the insights of customers whose accounts changed with
-// refresh_total_balance, and of those whose transactions changed with the
-// full refresh_financial_insights. Random batches of account and
-// transaction changes (inserts, balance changes, moves between customers,
-// deletes, transactions without a date), each refreshed that way in its
-// transaction, must leave t_financial_insights exactly as a full refresh
-// of every customer would (design.md §5, which the exactness tests check
-// the full refresh against).
+// refresh_total_balance, and of those whose transactions changed with
+// refresh_financial_insights, which takes the spending from
+// t_spending_window (kept by triggers on t_transaction). Random batches of
+// account and transaction changes (inserts, balance changes, moves between
+// customers, deletes, transactions without a date, dates, amounts and
+// types rewritten, rows rewritten as they were, upserts, a truncation, a
+// change of the spending types), each refreshed that way in its
+// transaction, must leave t_financial_insights exactly as design.md §5
+// computes it from the two tables alone (referenceInsightsSQL, the
+// formula the exactness tests check against the simulator), and every
+// kept spending window as it would be computed again.
 func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 	e := newEnv(t, simulate.Config{TopicPrefix: "insights.transactions_schema", Customers: 1, Events: 1, Seed: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -47,8 +51,15 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 	transactions := map[int]int{} // transaction id → customer
 	nextAccount, nextTxn := 1000, 1
 	types := []string{"debit", "Debit", "WITHDRAWAL", "credit", "deposit"}
+	spending := "debit,withdrawal"
+	date := func() any {
+		if r.IntN(15) == 0 {
+			return nil
+		}
+		return time.Date(2025, time.Month(1+r.IntN(20)), 1+r.IntN(28), 12, 0, 0, 0, time.UTC)
+	}
 	stats := map[string]int{}
-	for round := 0; round < 150; round++ {
+	for round := 0; round < 300; round++ {
 		tx, err := conn.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -62,7 +73,7 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 		byAccounts, byTransactions := map[int]bool{}, map[int]bool{}
 		for range 1 + r.IntN(6) {
 			customer := 1 + r.IntN(customers)
-			switch op := r.IntN(10); {
+			switch op := r.IntN(14); {
 			case op < 2 || len(accounts) == 0: // a new account
 				nextAccount++
 				exec(`INSERT INTO ods_schema.customer_account (account_number, customer_id, account_id, account_balance, account_version, customer_version)
@@ -88,13 +99,15 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 				stats["account deletes"]++
 			case op < 8 || len(transactions) == 0: // a new transaction, now and then without a date
 				nextTxn++
-				var date any = time.Date(2025, time.Month(1+r.IntN(20)), 1+r.IntN(28), 12, 0, 0, 0, time.UTC)
-				if r.IntN(15) == 0 {
-					date = nil
+				d := date()
+				if d == nil {
 					stats["transactions without a date"]++
 				}
-				exec(`INSERT INTO ods_schema.t_transaction (transaction_id, transaction_amount, transaction_type, transaction_date, customer_id, source_version)
-					VALUES ($1, $2, $3, $4, $5, 1)`, nextTxn, float64(r.IntN(40_000)-20_000)/100, types[r.IntN(len(types))], date, customer)
+				// As pg_upsert writes: an upsert, its rows before and after collected.
+				exec(`WITH up AS (INSERT INTO ods_schema.t_transaction AS t (transaction_id, transaction_amount, transaction_type, transaction_date, customer_id, source_version)
+					VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (transaction_id) DO UPDATE SET transaction_amount = EXCLUDED.transaction_amount
+					WHERE (t.source_version <= EXCLUDED.source_version) IS NOT FALSE RETURNING t.customer_id) SELECT * FROM up`,
+					nextTxn, float64(r.IntN(40_000)-20_000)/100, types[r.IntN(len(types))], d, customer)
 				transactions[nextTxn] = customer
 				byTransactions[customer] = true
 			case op < 9: // a transaction moved to another customer
@@ -104,6 +117,23 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 				byTransactions[customer] = true
 				exec(`UPDATE ods_schema.t_transaction SET customer_id = $2 WHERE transaction_id = $1`, id, customer)
 				stats["transaction moves"]++
+			case op < 10: // a date, an amount or a type rewritten
+				id := pick(r, transactions)
+				byTransactions[transactions[id]] = true
+				switch r.IntN(3) {
+				case 0:
+					exec(`UPDATE ods_schema.t_transaction SET transaction_date = $2 WHERE transaction_id = $1`, id, date())
+					stats["transaction dates rewritten"]++
+				case 1:
+					exec(`UPDATE ods_schema.t_transaction SET transaction_amount = $2 WHERE transaction_id = $1`, id, float64(r.IntN(40_000)-20_000)/100)
+					stats["transaction amounts rewritten"]++
+				default:
+					exec(`UPDATE ods_schema.t_transaction SET transaction_type = $2 WHERE transaction_id = $1`, id, types[r.IntN(len(types))])
+					stats["transaction types rewritten"]++
+				}
+			case op < 12: // a replay: rows rewritten as they were
+				exec(`UPDATE ods_schema.t_transaction SET customer_id = customer_id WHERE transaction_id % 3 = $1`, r.IntN(3))
+				stats["replays"]++
 			default:
 				id := pick(r, transactions)
 				byTransactions[transactions[id]] = true
@@ -112,45 +142,101 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 				stats["transaction deletes"]++
 			}
 		}
+		if round == 150 {
+			exec(`TRUNCATE ods_schema.t_transaction`)
+			for id, c := range transactions {
+				byTransactions[c] = true
+				delete(transactions, id)
+			}
+			stats["truncations"]++
+		}
 		// As pg_upsert runs ods.yaml's after_batch: in config order.
 		if len(byAccounts) > 0 {
-			exec(`SELECT ods_schema.refresh_total_balance($1, 'debit,withdrawal')`, keys(byAccounts))
+			exec(`SELECT ods_schema.refresh_total_balance($1, $2)`, keys(byAccounts), spending)
 		}
 		if len(byTransactions) > 0 {
-			exec(`SELECT ods_schema.refresh_financial_insights($1, 'debit,withdrawal')`, keys(byTransactions))
+			exec(`SELECT ods_schema.refresh_financial_insights($1, $2)`, keys(byTransactions), spending)
+		}
+		if round%100 == 99 {
+			// Another list of spending types, applied as config/sql/ods.sql
+			// says: one refresh of every customer.
+			spending = map[string]string{"debit,withdrawal": " Debit", " Debit": "withdrawal,debit,credit", "withdrawal,debit,credit": "debit,withdrawal"}[spending]
+			exec(`SELECT ods_schema.refresh_financial_insights(array(SELECT customer_id FROM ods_schema.customer_account
+				UNION SELECT customer_id FROM ods_schema.t_transaction), $1)`, spending)
+			stats["spending types changed"]++
 		}
 		if err := tx.Commit(ctx); err != nil {
 			t.Fatal(err)
 		}
 
-		got := readInsights(t, ctx, conn)
-		full, err := conn.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all := make([]int, customers)
-		for i := range all {
-			all[i] = i + 1
-		}
-		if _, err := full.Exec(ctx, `SELECT ods_schema.refresh_financial_insights($1, 'debit,withdrawal')`, all); err != nil {
-			t.Fatal(err)
-		}
-		want := readInsights(t, ctx, full)
-		_ = full.Rollback(ctx)
+		got := readInsights(t, ctx, conn, `SELECT customer_id, total_balance::text, average_monthly_spending::text FROM ods_schema.t_financial_insights ORDER BY customer_id`)
+		want := readInsights(t, ctx, conn, referenceInsightsSQL, spending)
 		if !slices.Equal(got, want) {
-			t.Fatalf("round %d: insights\n  got  %v\n  want %v (a full refresh of every customer)", round, got, want)
+			t.Fatalf("round %d: insights\n  got  %v\n  want %v (design.md §5 from the tables)", round, got, want)
 		}
+		kept := readInsights(t, ctx, conn, `SELECT customer_id, first_month::text, last_month::text || ' ' || window_spent::numeric(20,2)::text
+			FROM ods_schema.t_spending_window ORDER BY customer_id`)
+		again := readInsights(t, ctx, conn, referenceWindowSQL, spending)
+		for _, k := range kept {
+			if !slices.Contains(again, k) {
+				t.Fatalf("round %d: spending window %s kept, computed again %v", round, k, again)
+			}
+		}
+		stats["windows kept"] += len(kept)
 		if len(got) < customers {
 			stats["rounds with a customer without insights"]++
 		}
 	}
 	t.Logf("%v", stats)
-	for _, k := range []string{"account moves", "account deletes", "transaction moves", "transaction deletes", "transactions without a date", "rounds with a customer without insights"} {
+	for _, k := range []string{"account moves", "account deletes", "transaction moves", "transaction deletes", "transactions without a date",
+		"transaction dates rewritten", "transaction amounts rewritten", "transaction types rewritten", "replays", "truncations",
+		"spending types changed", "rounds with a customer without insights"} {
 		if stats[k] == 0 {
 			t.Errorf("no %s: the test no longer exercises it", k)
 		}
 	}
+	if stats["windows kept"] < 1000 {
+		t.Errorf("%d spending windows kept over the rounds: the refresh no longer keeps them", stats["windows kept"])
+	}
 }
+
+// referenceWindowSQL computes F, L and the window's spending (design.md §5)
+// of every customer with a dated transaction from t_transaction alone,
+// rendered as readInsights reads t_spending_window; $1 the spending types.
+const referenceWindowSQL = `
+	WITH types AS (SELECT array_agg(lower(btrim(x))) AS list FROM unnest(string_to_array($1::text, ',')) x),
+	fl AS (
+		SELECT customer_id, date_trunc('month', min(transaction_date)) AS f, date_trunc('month', max(transaction_date)) AS l
+		FROM ods_schema.t_transaction WHERE transaction_date IS NOT NULL AND customer_id IS NOT NULL GROUP BY customer_id
+	)
+	SELECT fl.customer_id, fl.f::text, fl.l::text || ' ' || coalesce((
+		SELECT sum(abs(t.transaction_amount)) FROM ods_schema.t_transaction t
+		WHERE t.customer_id = fl.customer_id AND date_trunc('month', t.transaction_date) BETWEEN greatest(fl.f, fl.l - interval '11 months') AND fl.l
+		  AND lower(t.transaction_type) = ANY((SELECT list FROM types)::text[])), 0)::numeric(20,2)::text
+	FROM fl ORDER BY fl.customer_id`
+
+// referenceInsightsSQL is design.md §5 for every customer with an account
+// or a dated transaction, from customer_account and t_transaction alone;
+// $1 the spending types.
+const referenceInsightsSQL = `
+	WITH types AS (SELECT array_agg(lower(btrim(x))) AS list FROM unnest(string_to_array($1::text, ',')) x),
+	ids AS (
+		SELECT customer_id FROM ods_schema.customer_account
+		UNION SELECT customer_id FROM ods_schema.t_transaction WHERE transaction_date IS NOT NULL AND customer_id IS NOT NULL
+	), fl AS (
+		SELECT customer_id, date_trunc('month', max(transaction_date)) AS l,
+		       greatest(date_trunc('month', min(transaction_date)), date_trunc('month', max(transaction_date)) - interval '11 months') AS s
+		FROM ods_schema.t_transaction WHERE transaction_date IS NOT NULL GROUP BY customer_id
+	)
+	SELECT ids.customer_id,
+	       coalesce((SELECT sum(account_balance) FROM ods_schema.customer_account a WHERE a.customer_id = ids.customer_id), 0)::numeric(20,2)::text,
+	       CASE WHEN fl.l IS NULL THEN 0 ELSE round(coalesce((
+	           SELECT sum(abs(t.transaction_amount)) FROM ods_schema.t_transaction t
+	           WHERE t.customer_id = ids.customer_id AND date_trunc('month', t.transaction_date) BETWEEN fl.s AND fl.l
+	             AND lower(t.transaction_type) = ANY((SELECT list FROM types)::text[])), 0)
+	         / ((extract(year FROM fl.l) - extract(year FROM fl.s)) * 12 + extract(month FROM fl.l) - extract(month FROM fl.s) + 1), 2)
+	       END::numeric(20,2)::text
+	FROM ids LEFT JOIN fl ON fl.customer_id = ids.customer_id ORDER BY ids.customer_id`
 
 func pick(r *rand.Rand, m map[int]int) int {
 	ks := make([]int, 0, len(m))
@@ -169,23 +255,24 @@ func keys(m map[int]bool) []int {
 	return out
 }
 
-// readInsights renders t_financial_insights, its updated_at left out.
+// readInsights renders the rows of a query of three columns (an integer
+// and two texts).
 func readInsights(t *testing.T, ctx context.Context, q interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
-}) []string {
+}, sql string, args ...any) []string {
 	t.Helper()
-	rows, err := q.Query(ctx, `SELECT customer_id, total_balance::text, average_monthly_spending::text FROM ods_schema.t_financial_insights ORDER BY customer_id`)
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for rows.Next() {
 		var id int
-		var total, avg string
-		if err := rows.Scan(&id, &total, &avg); err != nil {
+		var a, b string
+		if err := rows.Scan(&id, &a, &b); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, fmt.Sprintf("%d:%s/%s", id, total, avg))
+		out = append(out, fmt.Sprintf("%d:%s/%s", id, a, b))
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
