@@ -168,7 +168,8 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 	parallel(len(batch), func(i int) { preps[i] = j.prepare(batch[i]) })
 	pre := j.prefetch(ctx, preps)
 
-	var outs []output
+	// Most messages emit one row; a parent's change, one per child.
+	outs := make([]output, 0, len(preps)+len(preps)/4)
 	backoff := 100 * time.Millisecond
 	for {
 		outs = outs[:0]

@@ -40,7 +40,9 @@ func (j *join) prefetch(ctx context.Context, preps []*prepared) *prefetched {
 	chunks := make([][]prefetchHit, 0, 4)
 	results := make(chan []prefetchHit, len(preps)/parallelMin+1)
 	parallelChunks(len(preps), func(start, end int) {
-		var hits []prefetchHit
+		// A message reads its row, its replay record and its parent or
+		// children: one allocation for a chunk's usual count.
+		hits := make([]prefetchHit, 0, 3*(end-start))
 		_ = j.store.View(ctx, func(tx statestore.Tx) error {
 			for _, p := range preps[start:end] {
 				hits = j.prefetchOne(tx, p, hits)

@@ -11,10 +11,14 @@ import (
 
 // A relation's mapping runs once per joined row, and most lines of most
 // mappings copy a field: `root.email = this.parent.email`, or render one,
-// `root.account_number = this.child.account_number.string()`. A mapping
-// made only of `root.column = <expression>` lines, one per line, runs line
-// by line: those two forms directly, the other lines together as one
-// Bloblang mapping of their own (whose expressions may read only `this`).
+// `root.account_number = this.child.account_number.string()`; others
+// combine the fields that are present, of parent and child:
+// `[this.parent.first_name, this.parent.last_name].filter(n -> n != null).join(" ")`,
+// or `[this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort().index(-1).or(null)`
+// (the latest). A mapping made only of `root.column = <expression>` lines,
+// one per line, runs line by line: those forms directly, the other lines
+// together as one Bloblang mapping of their own (whose expressions may read
+// only `this`).
 // Whenever a direct form meets a value it cannot render exactly as
 // Bloblang would, or a line fails, the row is built by the whole mapping in
 // Bloblang instead, so results and errors are Bloblang's. A mapping of any
@@ -26,6 +30,12 @@ var (
 	assignmentForm = regexp.MustCompile(`^root\.([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$`)
 	fieldForm      = regexp.MustCompile(`^this\.(parent|child)\.([A-Za-z_][A-Za-z0-9_]*)(\.string\(\))?$`)
 	versionForm    = regexp.MustCompile(`^this\.(parent_version|child_version)$`)
+	// listForm: fields, the null ones filtered out, then a tail (joinTail
+	// or latestTail). Go's regexp has no back-references: the lambda's
+	// parameter and the name it compares are checked to be one.
+	listForm   = regexp.MustCompile(`^\[\s*((?:this\.(?:parent|child)\.[A-Za-z_][A-Za-z0-9_]*\s*,\s*)*this\.(?:parent|child)\.[A-Za-z_][A-Za-z0-9_]*)\s*\]\.filter\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*->\s*([A-Za-z_][A-Za-z0-9_]*)\s*!=\s*null\s*\)(.*)$`)
+	joinTail   = regexp.MustCompile(`^\.join\(\s*(?:"([^"\\]*)")?\s*\)$`)
+	latestTail = regexp.MustCompile(`^\.sort\(\)\.index\(-1\)\.or\(null\)$`)
 )
 
 // rowMapping is a relation's mapping (or key_mapping).
@@ -43,8 +53,15 @@ type mappingStep struct {
 	// version (side "parent_version" or "child_version", no field).
 	side, field string
 	asString    bool // .string()
-	rest        bool // any other expression: its column comes from rest
+	// List forms: the fields (side and field each), and what is made of
+	// the present ones: 'j' joined with delim, 'l' the latest (greatest).
+	list   []fieldRef
+	listOp byte
+	delim  string
+	rest   bool // any other expression: its column comes from rest
 }
+
+type fieldRef struct{ side, field string }
 
 // mappingInput is what a mapping sees as `this`.
 type mappingInput struct {
@@ -94,6 +111,8 @@ func newRowMapping(src string, full *bloblang.Executor) *rowMapping {
 			step.side, step.field, step.asString = f[1], f[2], f[3] != ""
 		} else if v := versionForm.FindStringSubmatch(expr); v != nil {
 			step.side = v[1]
+		} else if l := parseListForm(expr); l != nil {
+			step.list, step.listOp, step.delim = l.list, l.listOp, l.delim
 		} else {
 			// Alone, the expression must read nothing but `this`: a line
 			// reading root, a variable or metadata keeps the whole mapping
@@ -121,18 +140,52 @@ func newRowMapping(src string, full *bloblang.Executor) *rowMapping {
 	return m
 }
 
+// parseListForm recognises a list form; nil: expr is not one.
+func parseListForm(expr string) *mappingStep {
+	l := listForm.FindStringSubmatch(expr)
+	if l == nil || l[2] != l[3] {
+		return nil
+	}
+	step := &mappingStep{}
+	if j := joinTail.FindStringSubmatch(l[4]); j != nil {
+		step.listOp, step.delim = 'j', j[1]
+	} else if latestTail.MatchString(l[4]) {
+		step.listOp = 'l'
+	} else {
+		return nil
+	}
+	for _, path := range strings.Split(l[1], ",") {
+		f := fieldForm.FindStringSubmatch(strings.TrimSpace(path))
+		if f == nil || f[3] != "" {
+			return nil
+		}
+		step.list = append(step.list, fieldRef{side: f[1], field: f[2]})
+	}
+	return step
+}
+
 // run builds the row: an object from the direct path, or whatever the
 // whole mapping gives (the caller checks it is an object).
 func (m *rowMapping) run(in mappingInput) (any, error) {
+	if out, ok := m.direct(in); ok {
+		return out, nil
+	}
+	return m.full.Query(in.asMap())
+}
+
+// direct builds the row line by line; false: the whole mapping decides
+// (it is not line by line, a direct form cannot render a value exactly, a
+// Bloblang line failed or deleted the row).
+func (m *rowMapping) direct(in mappingInput) (map[string]any, bool) {
 	if m.steps == nil {
-		return m.full.Query(in.asMap())
+		return nil, false
 	}
 	var rest map[string]any
 	if m.rest != nil {
 		v, err := m.rest.Query(in.asMap())
 		var ok bool
 		if rest, ok = v.(map[string]any); err != nil || !ok {
-			return m.full.Query(in.asMap()) // Bloblang's own error, or deleted()
+			return nil, false
 		}
 	}
 	out := make(map[string]any, len(m.steps))
@@ -141,22 +194,83 @@ func (m *rowMapping) run(in mappingInput) (any, error) {
 		if s.rest {
 			v, ok := rest[s.column]
 			if !ok {
-				return m.full.Query(in.asMap()) // deleted()
+				return nil, false // deleted()
 			}
 			out[s.column] = v
 			continue
 		}
 		v, ok := s.value(in)
 		if !ok {
-			return m.full.Query(in.asMap())
+			return nil, false
 		}
 		out[s.column] = v
 	}
-	return out, nil
+	return out, true
+}
+
+// field reads this.<side>.<name>: null when missing, when there is no
+// parent, or for the parent in a key_mapping.
+func (in mappingInput) field(side, name string) any {
+	if side == "parent" {
+		if in.childOnly {
+			return nil
+		}
+		return in.parent[name]
+	}
+	return in.child[name]
+}
+
+// listValue evaluates a list form over string values, the only ones both
+// `join` and `sort` take here as they are (bytes, numbers and the rest: ask
+// Bloblang, whose errors `or(null)` may turn into null).
+func (s *mappingStep) listValue(in mappingInput) (any, bool) {
+	switch s.listOp {
+	case 'j':
+		var b strings.Builder
+		n := 0
+		for _, f := range s.list {
+			v := in.field(f.side, f.field)
+			if v == nil {
+				continue
+			}
+			str, ok := v.(string)
+			if !ok {
+				return nil, false
+			}
+			if n > 0 {
+				b.WriteString(s.delim)
+			}
+			b.WriteString(str)
+			n++
+		}
+		return b.String(), true
+	default: // 'l': sort() orders strings as Go does; index(-1) of none fails, or(null)
+		latest, found := "", false
+		for _, f := range s.list {
+			v := in.field(f.side, f.field)
+			if v == nil {
+				continue
+			}
+			str, ok := v.(string)
+			if !ok {
+				return nil, false
+			}
+			if !found || str > latest {
+				latest, found = str, true
+			}
+		}
+		if !found {
+			return nil, true
+		}
+		return latest, true
+	}
 }
 
 // value evaluates a direct form; false: not decidable here, ask Bloblang.
 func (s *mappingStep) value(in mappingInput) (any, bool) {
+	if s.list != nil {
+		return s.listValue(in)
+	}
 	var v any
 	switch s.side {
 	case "parent_version", "child_version":

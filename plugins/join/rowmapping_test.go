@@ -39,6 +39,18 @@ root.customer_id = this.parent.customer_id
 root.source_version = this.child_version
 `, true},
 	{"key", `root.account_number = this.child.account_number.string()`, true},
+	{"list forms", `
+root.name = [this.parent.first_name, this.child.last_name , this.parent.email].filter(x -> x != null).join(", ")
+root.glued = [ this.child.first_name,this.child.email ].filter(v -> v!=null).join()
+root.one = [this.parent.mobile].filter(v -> v != null).join("-")
+root.latest = [this.parent.updated_at, this.child.updated_at, this.child.account_status].filter(t -> t != null).sort().index(-1).or(null)
+`, true},
+	{"list forms Bloblang runs", `
+root.other_name = [this.parent.first_name, this.parent.last_name].filter(n -> m != null).join(" ")
+root.rendered = [this.parent.first_name, this.parent.id.string()].filter(n -> n != null).join(" ")
+root.first = [this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort().index(0).or(null)
+root.escaped = [this.parent.first_name, this.parent.last_name].filter(n -> n != null).join("\t")
+`, true},
 	{"a line that fails", "root.a = this.parent.first_name + \" \" + this.parent.last_name\nroot.b = this.child.id", true},
 	{"deleted", "root.a = this.child.id\nroot.b = deleted()", true},
 	{"a column twice", "root.a = this.child.id\nroot.a = this.parent.id.string()", false},
@@ -89,12 +101,31 @@ func randomValue(r *rand.Rand) (any, bool) {
 }
 
 func randomBody(r *rand.Rand, fields ...string) map[string]any {
+	return randomBodyOf(r, randomValue, fields...)
+}
+
+// stringyValue is a string, a null or missing (most rows' values): bodies
+// of them take the direct forms through whole rows.
+func stringyValue(r *rand.Rand) (any, bool) {
+	switch r.IntN(6) {
+	case 0:
+		return nil, false
+	case 1:
+		return nil, true
+	case 2:
+		return "", true
+	default:
+		return []string{"Ann", "Lee", "2026-03-01T10:00:00Z", "2026-03-01T10:00:00.5Z", "zed", "a b"}[r.IntN(6)], true
+	}
+}
+
+func randomBodyOf(r *rand.Rand, value func(*rand.Rand) (any, bool), fields ...string) map[string]any {
 	if r.IntN(20) == 0 {
 		return nil // no parent
 	}
 	m := map[string]any{}
 	for _, f := range fields {
-		if v, ok := randomValue(r); ok {
+		if v, ok := value(r); ok {
 			m[f] = v
 		}
 	}
@@ -120,10 +151,18 @@ func TestRowMappingMatchesBloblang(t *testing.T) {
 		if statefulCall.MatchString(tc.src) {
 			continue // two runs count differently: only the shape is compared
 		}
+		directRows := 0
 		for i := 0; i < 3000; i++ {
-			in := mappingInput{parent: randomBody(r, fields...), child: randomBody(r, fields...),
+			value := randomValue
+			if i%2 == 0 {
+				value = stringyValue
+			}
+			in := mappingInput{parent: randomBodyOf(r, value, fields...), child: randomBodyOf(r, value, fields...),
 				parentVersion: r.Int64N(1 << 40), childVersion: r.Int64N(1 << 40)}
 			in.childOnly = i%3 == 0 // as a key_mapping sees it
+			if _, ok := m.direct(in); ok {
+				directRows++
+			}
 			got, gotErr := m.run(in)
 			want, wantErr := full.Query(in.asMap())
 			if in.childOnly && len(in.asMap()) != 1 {
@@ -131,6 +170,39 @@ func TestRowMappingMatchesBloblang(t *testing.T) {
 			}
 			if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
 				t.Fatalf("%s, input %+v:\n got  %#v, %v\n want %#v, %v", tc.name, in, got, gotErr, want, wantErr)
+			}
+		}
+		// A direct mapping must take its direct path often enough for
+		// the comparison to test it.
+		if tc.direct && tc.name != "deleted" && directRows < 300 { // deleted(): Bloblang always decides
+			t.Errorf("%s: %d of 3000 rows built line by line: the comparison hardly tests that path", tc.name, directRows)
+		}
+		if tc.name == "deleted" && directRows > 0 {
+			t.Errorf("%s: %d rows built line by line, want none (the row is deleted)", tc.name, directRows)
+		}
+	}
+}
+
+// TestRowMappingListForms: the list forms run directly (no Bloblang for
+// the row) in ods.yaml's mappings and those of the test cases that have
+// them; look-alikes they cannot take exactly are left to Bloblang.
+func TestRowMappingListForms(t *testing.T) {
+	for _, tc := range rowMappingCases {
+		full, err := bloblang.Parse(tc.src)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		m := newRowMapping(tc.src, full)
+		switch tc.name {
+		case "customer_account", "list forms":
+			if m.steps == nil || m.rest != nil {
+				t.Errorf("%s: %d steps, Bloblang for some lines %v: want every line direct", tc.name, len(m.steps), m.rest != nil)
+			}
+		case "list forms Bloblang runs":
+			for _, s := range m.steps {
+				if !s.rest {
+					t.Errorf("%s: column %s runs directly, want Bloblang", tc.name, s.column)
+				}
 			}
 		}
 	}
