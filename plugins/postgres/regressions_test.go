@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -180,5 +182,31 @@ func TestSessionsRunWithoutJITUnlessTheDSNSetsIt(t *testing.T) {
 		if got != c.want {
 			t.Errorf("dsn with %q: jit = %s, want %s", c.param, got, c.want)
 		}
+	}
+}
+
+// TestCanonicalKeyPlainIntegers: an integer key already in canonical form
+// skips the big.Rat parse; it must be exactly what the parse renders, and
+// every other spelling still goes through it.
+func TestCanonicalKeyPlainIntegers(t *testing.T) {
+	num := colType{full: "bigint", category: 'N', name: "int8"}
+	cases := []string{"0", "-0", "00", "007", "12", "-12", "-012", "1e3", " 5", "5 ", "12.0", "-", "", "+5", "9223372036854775807", "-1", "10"}
+	for i := 0; i < 2000; i++ {
+		cases = append(cases, strconv.FormatInt(int64(i*7919-5000), 10))
+	}
+	for _, v := range cases {
+		want := v
+		if r, ok := new(big.Rat).SetString(strings.TrimSpace(v)); ok {
+			want = r.RatString()
+		}
+		if plainInteger(v) && want != v {
+			t.Errorf("plainInteger(%q) but big.Rat renders %q", v, want)
+		}
+		if got := canonicalKey(v, num); got != want {
+			t.Errorf("canonicalKey(%q) = %q, want %q", v, got, want)
+		}
+	}
+	if !plainInteger("123") || plainInteger("0123") || plainInteger("-0") {
+		t.Error("plainInteger misjudges 123, 0123 or -0")
 	}
 }

@@ -33,7 +33,9 @@ type rowChange struct {
 // prepareChange reads a message into a change, or says why it cannot be.
 func (u *upsert) prepareChange(idx int, msg *service.Message) (*rowChange, error) {
 	c := &rowChange{idx: idx}
-	odsTable, _ := msg.MetaGet("ods_table")
+	// MetaGetMut: the join sets these as strings, which MetaGet would
+	// render again.
+	odsTable := metaString(msg, "ods_table")
 	for _, t := range u.tables {
 		if t.check != nil {
 			res, err := msg.BloblangQuery(t.check)
@@ -69,7 +71,7 @@ func (u *upsert) prepareChange(idx int, msg *service.Message) (*rowChange, error
 			c.op = 'u'
 		}
 	} else {
-		switch op, _ := msg.MetaGet("ods_op"); op {
+		switch op := metaString(msg, "ods_op"); op {
 		case "", "upsert":
 			c.op = 'u'
 		case "delete":
@@ -104,12 +106,12 @@ func (u *upsert) prepareChange(idx int, msg *service.Message) (*rowChange, error
 			if !contains(t.versions, col) {
 				return nil, fmt.Errorf("pg_upsert: truncate of %s: %q is not a version column", t.name, col)
 			}
-			s, err := textFor(v, t.types[col])
-			if err != nil || s == nil {
+			s, ok, err := textFor(v, t.types[col])
+			if err != nil || !ok {
 				return nil, fmt.Errorf("pg_upsert: truncate of %s: version %s: want a value, got %v", t.name, col, v)
 			}
 			c.truncCols = append(c.truncCols, col)
-			c.vals = append(c.vals, s)
+			c.vals = append(c.vals, &s)
 		}
 		return c, nil
 	case 'd':
@@ -141,6 +143,19 @@ func (u *upsert) prepareChange(idx int, msg *service.Message) (*rowChange, error
 	return c, nil
 }
 
+// metaString is a metadata value as MetaGet renders it: "" when missing.
+func metaString(msg *service.Message, key string) string {
+	v, ok := msg.MetaGetMut(key)
+	if !ok {
+		return ""
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	s, _ := msg.MetaGet(key)
+	return s
+}
+
 func opName(op byte) string {
 	switch op {
 	case 'd':
@@ -160,12 +175,16 @@ func colsOf(t *tableConf, op byte) []string {
 
 func values(t *tableConf, row map[string]any, cols []string) ([]*string, error) {
 	out := make([]*string, len(cols))
+	texts := make([]string, len(cols)) // one allocation for the row's values
 	for i, c := range cols {
-		s, err := textFor(row[c], t.types[c])
+		s, ok, err := textFor(row[c], t.types[c])
 		if err != nil {
 			return nil, fmt.Errorf("pg_upsert: %s.%s: %w", t.name, c, err)
 		}
-		out[i] = s
+		if ok {
+			texts[i] = s
+			out[i] = &texts[i]
+		}
 	}
 	return out, nil
 }
@@ -183,30 +202,29 @@ func indexOf(list []string, s string) int {
 
 // textFor renders a value as the text input of a column of type typ: JSON
 // for json/jsonb (a string is taken as JSON text already, as Debezium
-// sends json columns), an array literal for arrays, else textOf.
-func textFor(v any, typ colType) (*string, error) {
+// sends json columns), an array literal for arrays, else textOf. ok is
+// false for NULL.
+func textFor(v any, typ colType) (s string, ok bool, err error) {
 	if v == nil {
-		return nil, nil
+		return "", false, nil
 	}
 	if typ.json() {
 		if s, ok := v.(string); ok {
-			return &s, nil
+			return s, true, nil
 		}
 		b, err := json.Marshal(v)
 		if err != nil {
-			return nil, fmt.Errorf("value of type %T: %w", v, err)
+			return "", false, fmt.Errorf("value of type %T: %w", v, err)
 		}
-		s := string(b)
-		return &s, nil
+		return string(b), true, nil
 	}
 	if typ.category == 'A' {
 		if list, ok := v.([]any); ok {
 			var b strings.Builder
 			if err := arrayLiteral(&b, list); err != nil {
-				return nil, err
+				return "", false, err
 			}
-			s := b.String()
-			return &s, nil
+			return b.String(), true, nil
 		}
 	}
 	return textOf(v)
@@ -225,16 +243,16 @@ func arrayLiteral(b *strings.Builder, list []any) error {
 			}
 			continue
 		}
-		s, err := textOf(e)
+		s, ok, err := textOf(e)
 		if err != nil {
 			return err
 		}
-		if s == nil {
+		if !ok {
 			b.WriteString("NULL")
 			continue
 		}
 		b.WriteByte('"')
-		for _, r := range *s {
+		for _, r := range s {
 			if r == '"' || r == '\\' {
 				b.WriteByte('\\')
 			}
@@ -248,12 +266,11 @@ func arrayLiteral(b *strings.Builder, list []any) error {
 
 // textOf renders a value as PostgreSQL's text input for it; the column's
 // input function reads it (COPY), so a value the type refuses is a data
-// exception (22xxx) of its row. nil: NULL.
-func textOf(v any) (*string, error) {
-	var s string
+// exception (22xxx) of its row. ok is false for NULL.
+func textOf(v any) (s string, ok bool, err error) {
 	switch x := v.(type) {
 	case nil:
-		return nil, nil
+		return "", false, nil
 	case string:
 		s = x
 	case json.Number:
@@ -291,14 +308,14 @@ func textOf(v any) (*string, error) {
 	default:
 		b, err := json.Marshal(x)
 		if err != nil {
-			return nil, fmt.Errorf("value of type %T: %w", v, err)
+			return "", false, fmt.Errorf("value of type %T: %w", v, err)
 		}
 		s = string(b)
 	}
 	if strings.IndexByte(s, 0) >= 0 {
-		return nil, errors.New("a text value holds a NUL byte, which PostgreSQL cannot store")
+		return "", false, errors.New("a text value holds a NUL byte, which PostgreSQL cannot store")
 	}
-	return &s, nil
+	return s, true, nil
 }
 
 // WriteBatch writes the batch in one transaction, retrying transient
@@ -639,6 +656,8 @@ func parseTime(s string) (time.Time, error) {
 // case) are one key to the reduction, as they are to ON CONFLICT.
 func canonicalKey(v string, typ colType) string {
 	switch {
+	case typ.category == 'N' && plainInteger(v):
+		return v // already as RatString renders it
 	case typ.category == 'N':
 		if r, ok := new(big.Rat).SetString(strings.TrimSpace(v)); ok {
 			return r.RatString()
@@ -647,6 +666,21 @@ func canonicalKey(v string, typ colType) string {
 		return strings.ToLower(strings.ReplaceAll(strings.Trim(strings.TrimSpace(v), "{}"), "-", ""))
 	}
 	return v
+}
+
+// plainInteger reports whether v is an integer as big.Rat's RatString
+// writes it: digits, no leading zero, a minus sign only before a non-zero.
+func plainInteger(v string) bool {
+	digits := strings.TrimPrefix(v, "-")
+	if digits == "" || (digits[0] == '0' && (len(digits) > 1 || len(v) > 1)) {
+		return false
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // dirtyTemps is the key, in a connection's CustomData, of the temporary
