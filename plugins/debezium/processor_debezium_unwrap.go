@@ -166,22 +166,24 @@ func (u *unwrap) Process(_ context.Context, msg *service.Message) (service.Messa
 		return nil, err
 	}
 
+	// Values the envelope holds in the type metadata takes are set as they
+	// are: a new box per message and key would be garbage soon after.
 	source, _ := env["source"].(map[string]any)
-	msg.MetaSetMut("cdc_op", op)
+	msg.MetaSetMut("cdc_op", env["op"])
 	if source != nil {
-		if t, ok := source["table"].(string); ok {
+		if t := source["table"]; isString(t) {
 			msg.MetaSetMut("cdc_table", t)
 		}
-		if s, ok := source["schema"].(string); ok {
+		if s := source["schema"]; isString(s) {
 			msg.MetaSetMut("cdc_schema", s)
 		}
-		tsMs, hasTs := asInt64(source["ts_ms"])
-		if hasTs {
+		tsMs := int64Value(source["ts_ms"])
+		if tsMs != nil {
 			msg.MetaSetMut("cdc_ts_ms", tsMs)
 		}
-		if lsn, ok := asInt64(source["lsn"]); ok {
+		if lsn := int64Value(source["lsn"]); lsn != nil {
 			msg.MetaSetMut("cdc_version", lsn)
-		} else if hasTs {
+		} else if tsMs != nil {
 			msg.MetaSetMut("cdc_version", tsMs)
 		}
 		snap, _ := source["snapshot"].(string)
@@ -242,6 +244,23 @@ func (u *unwrap) tombstone(msg *service.Message) (service.MessageBatch, error) {
 }
 
 // asInt64 reads an integer the decoder or JSON produced.
+func isString(v any) bool {
+	_, ok := v.(string)
+	return ok
+}
+
+// int64Value is v as an int64 in an interface (v itself when it is one);
+// nil when v is not an integer.
+func int64Value(v any) any {
+	if _, ok := v.(int64); ok {
+		return v
+	}
+	if n, ok := asInt64(v); ok {
+		return n
+	}
+	return nil
+}
+
 func asInt64(v any) (int64, bool) {
 	switch n := v.(type) {
 	case int64:

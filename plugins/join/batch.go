@@ -53,9 +53,11 @@ type link struct {
 // output is one message the batch emits, in order: a ready row, a joined
 // row still to map (rel set), or the source message errored (err set).
 type output struct {
-	src           int // index of the source message in the batch
-	msg           *service.Message
-	table, op     string
+	src int // index of the source message in the batch
+	msg *service.Message
+	// table and op become the row's ods_table and ods_op: strings, held
+	// as metadata values (a relation's name is boxed once, not per row).
+	table, op     any
 	row           map[string]any
 	rel           *relation
 	parent, child *rowState

@@ -204,13 +204,13 @@ func (c *change) emit(src *service.Message, target, op string, row map[string]an
 // emitJoined emits the upsert of a joined row for a change of its child,
 // mapped later (output).
 func (c *change) emitJoined(src *service.Message, r *relation, parent, child *rowState) {
-	c.out = append(c.out, output{src: c.src, msg: src, table: r.name, op: "upsert", rel: r, parent: parent, child: child})
+	c.out = append(c.out, output{src: c.src, msg: src, table: r.metaName, op: "upsert", rel: r, parent: parent, child: child})
 }
 
 // emitDerived emits the upsert of a joined row for a change of another row
 // than its child: a mapping failure is the row's, not the message's.
 func (c *change) emitDerived(src *service.Message, r *relation, parent, child *rowState, childKey string) {
-	c.out = append(c.out, output{src: c.src, msg: src, table: r.name, op: "upsert", rel: r, parent: parent, child: child,
+	c.out = append(c.out, output{src: c.src, msg: src, table: r.metaName, op: "upsert", rel: r, parent: parent, child: child,
 		derived: true, childKey: childKey})
 }
 

@@ -117,6 +117,7 @@ type table struct {
 
 type relation struct {
 	name, kind         string
+	metaName           any // name, as the ods_table value of its rows
 	parent, child      *table
 	parentKey          bodyField
 	mapping, keyMapper *rowMapping
@@ -194,6 +195,7 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 		if r.name, err = rc.FieldString("name"); err != nil {
 			return nil, err
 		}
+		r.metaName = r.name
 		if r.kind, err = rc.FieldString("kind"); err != nil {
 			return nil, err
 		}

@@ -245,7 +245,8 @@ func (s *mappingStep) listValue(in mappingInput) (any, bool) {
 		}
 		return b.String(), true
 	default: // 'l': sort() orders strings as Go does; index(-1) of none fails, or(null)
-		latest, found := "", false
+		var latest any // the value as it is: no new box
+		latestStr := ""
 		for _, f := range s.list {
 			v := in.field(f.side, f.field)
 			if v == nil {
@@ -255,12 +256,9 @@ func (s *mappingStep) listValue(in mappingInput) (any, bool) {
 			if !ok {
 				return nil, false
 			}
-			if !found || str > latest {
-				latest, found = str, true
+			if latest == nil || str > latestStr {
+				latest, latestStr = v, str
 			}
-		}
-		if !found {
-			return nil, true
 		}
 		return latest, true
 	}
@@ -299,7 +297,7 @@ func (s *mappingStep) value(in mappingInput) (any, bool) {
 	case nil:
 		return "null", true
 	case string:
-		return x, true
+		return v, true // as it is: no new box for the same string
 	case json.Number:
 		return string(x), true
 	case bool:
