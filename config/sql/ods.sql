@@ -74,6 +74,16 @@ CREATE TABLE IF NOT EXISTS ods_schema.t_spending_types (
 );
 INSERT INTO ods_schema.t_spending_types (singleton, types) VALUES (true, NULL) ON CONFLICT DO NOTHING;
 
+-- lock_insights makes the writers of the insights and their spending
+-- windows take turns, up to the end of the transaction: a trigger or a
+-- refresh computes from rows another writer may be changing (a window's
+-- F, L and sum; a customer's accounts). Every statement after the lock sees
+-- what the writers before committed (READ COMMITTED: a snapshot per
+-- statement). With pg_upsert's max_in_flight at 1 it is never waited for.
+CREATE OR REPLACE FUNCTION ods_schema.lock_insights()
+RETURNS void LANGUAGE sql
+AS $$ SELECT pg_advisory_xact_lock(hashtext('ods_schema.insights')) $$;
+
 -- track_spending applies a statement's changes of t_transaction to
 -- t_spending_window, from the rows the statement changed (transition
 -- tables: a replayed row that did not change is left out). With F, L and
@@ -96,6 +106,7 @@ DECLARE
     signs     integer[];
     spent     numeric[];
 BEGIN
+    PERFORM ods_schema.lock_insights();
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM ods_schema.t_spending_window;
         RETURN NULL;
@@ -134,17 +145,22 @@ BEGIN
                array_agg(CASE WHEN lower(transaction_type) = ANY(list) THEN abs(transaction_amount) ELSE 0 END)
         INTO customers, months, signs, spent
         FROM old_rows WHERE customer_id IS NOT NULL AND transaction_date IS NOT NULL;
-    ELSE -- UPDATE: the row before goes, the row after comes; a row rewritten as it was is no change
+    ELSE -- UPDATE: the row before goes, the row after comes; a row rewritten as it was (same key and values) is no change
         SELECT array_agg(x.customer_id), array_agg(date_trunc('month', x.transaction_date)), array_agg(x.sign),
                array_agg(CASE WHEN lower(x.transaction_type) = ANY(list) THEN abs(x.transaction_amount) ELSE 0 END)
         INTO customers, months, signs, spent
-        FROM old_rows o JOIN new_rows n ON n.transaction_id = o.transaction_id
-        CROSS JOIN LATERAL (VALUES (o.customer_id, o.transaction_date, o.transaction_amount, o.transaction_type, -1),
-                                   (n.customer_id, n.transaction_date, n.transaction_amount, n.transaction_type, 1))
-            AS x(customer_id, transaction_date, transaction_amount, transaction_type, sign)
-        WHERE (o.customer_id, o.transaction_date, o.transaction_amount, o.transaction_type)
-                  IS DISTINCT FROM (n.customer_id, n.transaction_date, n.transaction_amount, n.transaction_type)
-          AND x.customer_id IS NOT NULL AND x.transaction_date IS NOT NULL;
+        FROM (
+            SELECT o.customer_id, o.transaction_date, o.transaction_amount, o.transaction_type, -1 AS sign FROM old_rows o
+            WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.transaction_id = o.transaction_id
+                AND (n.customer_id, n.transaction_date, n.transaction_amount, n.transaction_type)
+                    IS NOT DISTINCT FROM (o.customer_id, o.transaction_date, o.transaction_amount, o.transaction_type))
+            UNION ALL
+            SELECT n.customer_id, n.transaction_date, n.transaction_amount, n.transaction_type, 1 FROM new_rows n
+            WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE o.transaction_id = n.transaction_id
+                AND (n.customer_id, n.transaction_date, n.transaction_amount, n.transaction_type)
+                    IS NOT DISTINCT FROM (o.customer_id, o.transaction_date, o.transaction_amount, o.transaction_type))
+        ) x
+        WHERE x.customer_id IS NOT NULL AND x.transaction_date IS NOT NULL;
     END IF;
     IF customers IS NULL THEN
         RETURN NULL;
@@ -153,8 +169,8 @@ BEGIN
         DELETE FROM ods_schema.t_spending_window WHERE customer_id = ANY(customers);
         RETURN NULL;
     END IF;
-    -- The customers' rows are read as of the statement's snapshot: with
-    -- pg_upsert's max_in_flight at 1 no other writer changes them.
+    -- The customers' rows are read after lock_insights: no other writer
+    -- changes them until this transaction ends.
     WITH ch AS (
         SELECT c AS customer_id, m AS month, sum(v * s) AS spent, bool_or(s > 0) AS added, bool_or(s < 0) AS removed
         FROM unnest(customers, months, signs, spent) AS x(c, m, s, v) GROUP BY c, m
@@ -222,6 +238,7 @@ DECLARE
     list text[] := (SELECT coalesce(array_agg(DISTINCT lower(btrim(t)) ORDER BY lower(btrim(t))), '{}')
                     FROM unnest(string_to_array(spending_types, ',')) t);
 BEGIN
+    PERFORM ods_schema.lock_insights();
     -- The windows kept were summed over the types of the list before.
     UPDATE ods_schema.t_spending_types SET types = list WHERE types IS DISTINCT FROM list;
     IF FOUND THEN
@@ -306,6 +323,7 @@ AS $$
 DECLARE
     in_full integer[];
 BEGIN
+    PERFORM ods_schema.lock_insights();
     WITH computed AS (
         SELECT w.customer_id, b.total, b.accounts, i.customer_id IS NOT NULL AS has_row, i.total_balance AS stored
         FROM (SELECT DISTINCT unnest(ids) AS customer_id) w

@@ -140,10 +140,14 @@ func newRowMapping(src string, full *bloblang.Executor) *rowMapping {
 	return m
 }
 
+// notAName: words a lambda's parameter spells but Bloblang does not bind
+// (`_ != null` reads this._; null, true and false are literals).
+var notAName = map[string]bool{"_": true, "null": true, "true": true, "false": true, "this": true, "root": true}
+
 // parseListForm recognises a list form; nil: expr is not one.
 func parseListForm(expr string) *mappingStep {
 	l := listForm.FindStringSubmatch(expr)
-	if l == nil || l[2] != l[3] {
+	if l == nil || l[2] != l[3] || notAName[l[2]] {
 		return nil
 	}
 	step := &mappingStep{}

@@ -50,6 +50,9 @@ root.other_name = [this.parent.first_name, this.parent.last_name].filter(n -> m 
 root.rendered = [this.parent.first_name, this.parent.id.string()].filter(n -> n != null).join(" ")
 root.first = [this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort().index(0).or(null)
 root.escaped = [this.parent.first_name, this.parent.last_name].filter(n -> n != null).join("\t")
+root.underscore = [this.parent.first_name, this.child.last_name].filter(_ -> _ != null).join(" ")
+root.literal = [this.parent.first_name, this.child.last_name].filter(null -> null != null).join(" ")
+root.truth = [this.parent.updated_at, this.child.updated_at].filter(true -> true != null).sort().index(-1).or(null)
 `, true},
 	{"a line that fails", "root.a = this.parent.first_name + \" \" + this.parent.last_name\nroot.b = this.child.id", true},
 	{"deleted", "root.a = this.child.id\nroot.b = deleted()", true},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/odsflow/odsflow/internal/simulate"
 )
@@ -97,6 +98,15 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 				delete(accounts, number)
 				exec(`DELETE FROM ods_schema.customer_account WHERE account_number = $1`, fmt.Sprint(number))
 				stats["account deletes"]++
+			case op < 8 && len(transactions) > 0 && r.IntN(4) == 0: // an existing transaction upserted again, changed (ON CONFLICT DO UPDATE)
+				id := pick(r, transactions)
+				byTransactions[transactions[id]] = true
+				exec(`WITH up AS (INSERT INTO ods_schema.t_transaction AS t (transaction_id, transaction_amount, transaction_type, transaction_date, customer_id, source_version)
+					VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (transaction_id) DO UPDATE SET transaction_amount = EXCLUDED.transaction_amount,
+					transaction_type = EXCLUDED.transaction_type, transaction_date = EXCLUDED.transaction_date, source_version = EXCLUDED.source_version
+					WHERE (t.source_version <= EXCLUDED.source_version) IS NOT FALSE RETURNING t.customer_id) SELECT * FROM up`,
+					id, float64(r.IntN(40_000)-20_000)/100, types[r.IntN(len(types))], date(), transactions[id], round+2)
+				stats["transactions upserted again"]++
 			case op < 8 || len(transactions) == 0: // a new transaction, now and then without a date
 				nextTxn++
 				d := date()
@@ -120,7 +130,14 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 			case op < 10: // a date, an amount or a type rewritten
 				id := pick(r, transactions)
 				byTransactions[transactions[id]] = true
-				switch r.IntN(3) {
+				switch r.IntN(4) {
+				case 3: // a new key (and amount): pairs of rows before and after by key alone would miss it
+					nextTxn++
+					exec(`UPDATE ods_schema.t_transaction SET transaction_id = $2, transaction_amount = $3 WHERE transaction_id = $1`,
+						id, nextTxn, float64(r.IntN(40_000)-20_000)/100)
+					transactions[nextTxn] = transactions[id]
+					delete(transactions, id)
+					stats["transaction keys rewritten"]++
 				case 0:
 					exec(`UPDATE ods_schema.t_transaction SET transaction_date = $2 WHERE transaction_id = $1`, id, date())
 					stats["transaction dates rewritten"]++
@@ -189,7 +206,7 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 	}
 	t.Logf("%v", stats)
 	for _, k := range []string{"account moves", "account deletes", "transaction moves", "transaction deletes", "transactions without a date",
-		"transaction dates rewritten", "transaction amounts rewritten", "transaction types rewritten", "replays", "truncations",
+		"transaction dates rewritten", "transaction amounts rewritten", "transaction keys rewritten", "transactions upserted again", "transaction types rewritten", "replays", "truncations",
 		"spending types changed", "rounds with a customer without insights"} {
 		if stats[k] == 0 {
 			t.Errorf("no %s: the test no longer exercises it", k)
@@ -197,6 +214,92 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 	}
 	if stats["windows kept"] < 1000 {
 		t.Errorf("%d spending windows kept over the rounds: the refresh no longer keeps them", stats["windows kept"])
+	}
+}
+
+// TestSpendingWindowConcurrentWriters: two transactions changing one
+// customer's transactions at once (pg_upsert with max_in_flight above 1, or
+// a hand-run fix beside the pipeline). The first moves the customer's last
+// month forward, so its trigger drops the window and its refresh builds it
+// again; the second adds a row in an earlier month while the first is still
+// open. Without turns (lock_insights), the second computed its change from
+// the window as it was before the first, and the window lost it for good.
+func TestSpendingWindowConcurrentWriters(t *testing.T) {
+	e := newEnv(t, simulate.Config{TopicPrefix: "insights.transactions_schema", Customers: 1, Events: 1, Seed: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn := e.stack.NewDatabase(t)
+	connect := func() *pgx.Conn {
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c
+	}
+	first, second := connect(), connect()
+	ddl, err := os.ReadFile(filepath.Join(repoRoot, "config", "sql", "ods.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Exec(ctx, string(ddl)); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(q interface {
+		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	}, id int, month time.Month, amount float64) {
+		t.Helper()
+		if _, err := q.Exec(ctx, `INSERT INTO ods_schema.t_transaction (transaction_id, transaction_amount, transaction_type, transaction_date, customer_id, source_version)
+			VALUES ($1, $2, 'debit', $3, 1, 1)`, id, amount, time.Date(2025, month, 10, 12, 0, 0, 0, time.UTC)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const refresh = `SELECT ods_schema.refresh_financial_insights('{1}', 'debit,withdrawal')`
+	insert(first, 1, time.January, 10)
+	insert(first, 2, time.June, 10)
+	if _, err := first.Exec(ctx, refresh); err != nil {
+		t.Fatal(err)
+	}
+
+	tx1, err := first.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insert(tx1, 3, time.September, 100)
+	if _, err := tx1.Exec(ctx, refresh); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		tx2, err := second.Begin(ctx)
+		if err == nil {
+			_, err = tx2.Exec(ctx, `INSERT INTO ods_schema.t_transaction (transaction_id, transaction_amount, transaction_type, transaction_date, customer_id, source_version)
+				VALUES (4, 5, 'debit', '2025-03-10 12:00:00', 1, 1)`)
+		}
+		if err == nil {
+			_, err = tx2.Exec(ctx, refresh)
+		}
+		if err == nil {
+			err = tx2.Commit(ctx)
+		}
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the second is at its trigger by now, or soon after the first commits
+	if err := tx1.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	kept := readInsights(t, ctx, first, `SELECT customer_id, first_month::text, last_month::text || ' ' || window_spent::numeric(20,2)::text
+		FROM ods_schema.t_spending_window ORDER BY customer_id`)
+	again := readInsights(t, ctx, first, referenceWindowSQL, "debit,withdrawal")
+	if !slices.Equal(kept, again) {
+		t.Fatalf("spending window kept %v, computed again %v", kept, again)
+	}
+	got := readInsights(t, ctx, first, `SELECT customer_id, total_balance::text, average_monthly_spending::text FROM ods_schema.t_financial_insights ORDER BY customer_id`)
+	if want := readInsights(t, ctx, first, referenceInsightsSQL, "debit,withdrawal"); !slices.Equal(got, want) {
+		t.Fatalf("insights %v, want %v", got, want)
 	}
 }
 
