@@ -211,6 +211,38 @@ CREATE OR REPLACE TRIGGER track_spending_delete AFTER DELETE ON ods_schema.t_tra
 CREATE OR REPLACE TRIGGER track_spending_truncate AFTER TRUNCATE ON ods_schema.t_transaction
     FOR EACH STATEMENT EXECUTE FUNCTION ods_schema.track_spending();
 
+-- fill_spending_windows computes the spending window of each given customer
+-- that has dated transactions and no window (list: the spending types,
+-- lower case), from its transactions (LATERAL: index probes on
+-- t_transaction(customer_id, transaction_date)).
+CREATE OR REPLACE FUNCTION ods_schema.fill_spending_windows(ids integer[], list text[])
+RETURNS void LANGUAGE sql
+SET jit = off
+SET enable_bitmapscan = off
+AS $$
+    WITH missing AS (
+        SELECT DISTINCT w.customer_id FROM unnest(ids) AS w(customer_id)
+        WHERE NOT EXISTS (SELECT 1 FROM ods_schema.t_spending_window s WHERE s.customer_id = w.customer_id)
+    )
+    INSERT INTO ods_schema.t_spending_window AS s (customer_id, first_month, last_month, window_spent)
+    SELECT m.customer_id, r.first_month, r.last_month, coalesce(sp.spent, 0)
+    FROM missing m
+    CROSS JOIN LATERAL (
+        SELECT date_trunc('month', min(transaction_date)) AS first_month, date_trunc('month', max(transaction_date)) AS last_month
+        FROM ods_schema.t_transaction t WHERE t.customer_id = m.customer_id
+    ) r
+    CROSS JOIN LATERAL (
+        SELECT sum(abs(t.transaction_amount)) AS spent
+        FROM ods_schema.t_transaction t
+        WHERE t.customer_id = m.customer_id
+          AND t.transaction_date >= greatest(r.first_month, r.last_month - interval '11 months')
+          AND t.transaction_date < r.last_month + interval '1 month'
+          AND lower(t.transaction_type) = ANY(list)
+    ) sp
+    WHERE r.last_month IS NOT NULL
+    ON CONFLICT (customer_id) DO NOTHING
+$$;
+
 -- refresh_financial_insights recomputes the insights of the given customers
 -- (design.md §5); pg_upsert calls it in the transaction of the writes that
 -- changed them (after_batch).
@@ -244,27 +276,7 @@ BEGIN
     IF FOUND THEN
         DELETE FROM ods_schema.t_spending_window;
     END IF;
-    WITH missing AS (
-        SELECT DISTINCT w.customer_id FROM unnest(ids) AS w(customer_id)
-        WHERE NOT EXISTS (SELECT 1 FROM ods_schema.t_spending_window s WHERE s.customer_id = w.customer_id)
-    )
-    INSERT INTO ods_schema.t_spending_window AS s (customer_id, first_month, last_month, window_spent)
-    SELECT m.customer_id, r.first_month, r.last_month, coalesce(sp.spent, 0)
-    FROM missing m
-    CROSS JOIN LATERAL (
-        SELECT date_trunc('month', min(transaction_date)) AS first_month, date_trunc('month', max(transaction_date)) AS last_month
-        FROM ods_schema.t_transaction t WHERE t.customer_id = m.customer_id
-    ) r
-    CROSS JOIN LATERAL (
-        SELECT sum(abs(t.transaction_amount)) AS spent
-        FROM ods_schema.t_transaction t
-        WHERE t.customer_id = m.customer_id
-          AND t.transaction_date >= greatest(r.first_month, r.last_month - interval '11 months')
-          AND t.transaction_date < r.last_month + interval '1 month'
-          AND lower(t.transaction_type) = ANY(list)
-    ) sp
-    WHERE r.last_month IS NOT NULL
-    ON CONFLICT (customer_id) DO NOTHING;
+    PERFORM ods_schema.fill_spending_windows(ids, list);
 
     WITH computed AS (
         SELECT w.customer_id,
@@ -301,6 +313,53 @@ BEGIN
     )
     DELETE FROM ods_schema.t_financial_insights i
     WHERE i.customer_id IN (SELECT customer_id FROM computed WHERE NOT has_rows);
+END
+$$;
+
+-- refresh_spending is the refresh for customers whose transactions changed
+-- (after_batch of t_transaction), as refresh_total_balance is for accounts:
+-- of their insights, transactions can only move average_monthly_spending.
+-- A customer that has an insights row and a spending window gets that one
+-- column from its window (one probe; the window is computed first where
+-- missing); its total_balance is current, kept by refresh_total_balance in
+-- the transaction of every change of its accounts (in either order: each
+-- writes only its own column). A customer without a row yet, or without
+-- dated transactions now, takes the full refresh: its row may have to be
+-- created (with its total) or deleted.
+CREATE OR REPLACE FUNCTION ods_schema.refresh_spending(ids integer[], spending_types text)
+RETURNS void LANGUAGE plpgsql
+SET jit = off
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+    list text[] := (SELECT coalesce(array_agg(DISTINCT lower(btrim(t)) ORDER BY lower(btrim(t))), '{}')
+                    FROM unnest(string_to_array(spending_types, ',')) t);
+    in_full integer[];
+BEGIN
+    PERFORM ods_schema.lock_insights();
+    IF (SELECT types FROM ods_schema.t_spending_types) IS DISTINCT FROM list THEN
+        -- Another list: every window goes, and these customers in full.
+        PERFORM ods_schema.refresh_financial_insights(ids, spending_types);
+        RETURN;
+    END IF;
+    PERFORM ods_schema.fill_spending_windows(ids, list);
+    WITH computed AS (
+        SELECT w.customer_id, i.customer_id IS NOT NULL AS has_row, s.customer_id IS NOT NULL AS has_window,
+               i.average_monthly_spending AS stored,
+               round(s.window_spent / ((extract(year FROM s.last_month) - extract(year FROM greatest(s.first_month, s.last_month - interval '11 months'))) * 12
+                   + extract(month FROM s.last_month) - extract(month FROM greatest(s.first_month, s.last_month - interval '11 months')) + 1), 2) AS average
+        FROM (SELECT DISTINCT unnest(ids) AS customer_id) w
+        LEFT JOIN ods_schema.t_financial_insights i ON i.customer_id = w.customer_id
+        LEFT JOIN ods_schema.t_spending_window s ON s.customer_id = w.customer_id
+    ), updated AS (
+        UPDATE ods_schema.t_financial_insights i SET average_monthly_spending = c.average, updated_at = now()
+        FROM computed c
+        WHERE i.customer_id = c.customer_id AND c.has_row AND c.has_window AND c.stored IS DISTINCT FROM c.average
+    )
+    SELECT array_agg(customer_id) INTO in_full FROM computed WHERE NOT (has_row AND has_window);
+    IF in_full IS NOT NULL THEN
+        PERFORM ods_schema.refresh_financial_insights(in_full, spending_types);
+    END IF;
 END
 $$;
 

@@ -18,9 +18,10 @@ import (
 
 // TestInsightsRefreshByTableMatchesFullRefresh: config/ods.yaml refreshes
 // the insights of customers whose accounts changed with
-// refresh_total_balance, and of those whose transactions changed with
-// refresh_financial_insights, which takes the spending from
-// t_spending_window (kept by triggers on t_transaction). Random batches of
+// refresh_total_balance (the total), and of those whose transactions
+// changed with refresh_spending (the spending, from t_spending_window, kept
+// by triggers on t_transaction), each the full refresh where a row comes or
+// goes; in either order. Random batches of
 // account and transaction changes (inserts, balance changes, moves between
 // customers, deletes, transactions without a date, dates, amounts and
 // types rewritten, rows rewritten as they were, upserts, a truncation, a
@@ -167,12 +168,25 @@ func TestInsightsRefreshByTableMatchesFullRefresh(t *testing.T) {
 			}
 			stats["truncations"]++
 		}
-		// As pg_upsert runs ods.yaml's after_batch: in config order.
-		if len(byAccounts) > 0 {
-			exec(`SELECT ods_schema.refresh_total_balance($1, $2)`, keys(byAccounts), spending)
+		// As pg_upsert runs ods.yaml's after_batch, in config order, or
+		// the other way round: each writes its own column.
+		refreshes := []func(){
+			func() {
+				if len(byAccounts) > 0 {
+					exec(`SELECT ods_schema.refresh_total_balance($1, $2)`, keys(byAccounts), spending)
+				}
+			},
+			func() {
+				if len(byTransactions) > 0 {
+					exec(`SELECT ods_schema.refresh_spending($1, $2)`, keys(byTransactions), spending)
+				}
+			},
 		}
-		if len(byTransactions) > 0 {
-			exec(`SELECT ods_schema.refresh_financial_insights($1, $2)`, keys(byTransactions), spending)
+		if round%2 == 1 {
+			refreshes[0], refreshes[1] = refreshes[1], refreshes[0]
+		}
+		for _, refresh := range refreshes {
+			refresh()
 		}
 		if round%100 == 99 {
 			// Another list of spending types, applied as config/sql/ods.sql
@@ -254,7 +268,7 @@ func TestSpendingWindowConcurrentWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const refresh = `SELECT ods_schema.refresh_financial_insights('{1}', 'debit,withdrawal')`
+	const refresh = `SELECT ods_schema.refresh_spending('{1}', 'debit,withdrawal')`
 	insert(first, 1, time.January, 10)
 	insert(first, 2, time.June, 10)
 	if _, err := first.Exec(ctx, refresh); err != nil {
