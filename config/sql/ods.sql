@@ -211,6 +211,25 @@ CREATE OR REPLACE TRIGGER track_spending_delete AFTER DELETE ON ods_schema.t_tra
 CREATE OR REPLACE TRIGGER track_spending_truncate AFTER TRUNCATE ON ods_schema.t_transaction
     FOR EACH STATEMENT EXECUTE FUNCTION ods_schema.track_spending();
 
+-- spending_list is ODS_SPENDING_TYPES as the refreshes compare types: lower
+-- case, trimmed, sorted, each once; never NULL.
+CREATE OR REPLACE FUNCTION ods_schema.spending_list(spending_types text)
+RETURNS text[] LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT coalesce(array_agg(DISTINCT lower(btrim(t)) ORDER BY lower(btrim(t))), '{}')
+    FROM unnest(string_to_array(spending_types, ',')) t
+$$;
+
+-- window_average is average_monthly_spending (design.md §5) of a window:
+-- its spending over the months from S = max(F, L - 11 months) to L,
+-- rounded half up to cents (numeric's round); NULL without a window.
+CREATE OR REPLACE FUNCTION ods_schema.window_average(first_month timestamp, last_month timestamp, window_spent numeric)
+RETURNS numeric LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT round(window_spent / ((extract(year FROM last_month) - extract(year FROM greatest(first_month, last_month - interval '11 months'))) * 12
+        + extract(month FROM last_month) - extract(month FROM greatest(first_month, last_month - interval '11 months')) + 1), 2)
+$$;
+
 -- fill_spending_windows computes the spending window of each given customer
 -- that has dated transactions and no window (list: the spending types,
 -- lower case), from its transactions (LATERAL: index probes on
@@ -266,9 +285,7 @@ SET jit = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-    -- Sorted, for the comparison with the list kept; never NULL.
-    list text[] := (SELECT coalesce(array_agg(DISTINCT lower(btrim(t)) ORDER BY lower(btrim(t))), '{}')
-                    FROM unnest(string_to_array(spending_types, ',')) t);
+    list text[] := ods_schema.spending_list(spending_types);
 BEGIN
     PERFORM ods_schema.lock_insights();
     -- The windows kept were summed over the types of the list before.
@@ -281,9 +298,7 @@ BEGIN
     WITH computed AS (
         SELECT w.customer_id,
                coalesce(b.total, 0) AS total_balance,
-               CASE WHEN s.customer_id IS NULL THEN 0
-                    ELSE round(s.window_spent / (months.n + 1), 2)
-               END AS average_monthly_spending,
+               coalesce(ods_schema.window_average(s.first_month, s.last_month, s.window_spent), 0) AS average_monthly_spending,
                b.accounts > 0 OR s.customer_id IS NOT NULL AS has_rows
         FROM (SELECT DISTINCT unnest(ids) AS customer_id) w
         CROSS JOIN LATERAL (
@@ -291,11 +306,6 @@ BEGIN
             FROM ods_schema.customer_account a WHERE a.customer_id = w.customer_id
         ) b
         LEFT JOIN ods_schema.t_spending_window s ON s.customer_id = w.customer_id
-        -- the months from S to L, less one
-        CROSS JOIN LATERAL (
-            SELECT (extract(year FROM s.last_month) - extract(year FROM greatest(s.first_month, s.last_month - interval '11 months'))) * 12
-                   + extract(month FROM s.last_month) - extract(month FROM greatest(s.first_month, s.last_month - interval '11 months')) AS n
-        ) months
     ), changed AS (
         -- Only the rows whose values change are written: ON CONFLICT … WHERE
         -- would still lock (and so write) every row it leaves as it is.
@@ -332,8 +342,7 @@ SET jit = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-    list text[] := (SELECT coalesce(array_agg(DISTINCT lower(btrim(t)) ORDER BY lower(btrim(t))), '{}')
-                    FROM unnest(string_to_array(spending_types, ',')) t);
+    list text[] := ods_schema.spending_list(spending_types);
     in_full integer[];
 BEGIN
     PERFORM ods_schema.lock_insights();
@@ -346,8 +355,7 @@ BEGIN
     WITH computed AS (
         SELECT w.customer_id, i.customer_id IS NOT NULL AS has_row, s.customer_id IS NOT NULL AS has_window,
                i.average_monthly_spending AS stored,
-               round(s.window_spent / ((extract(year FROM s.last_month) - extract(year FROM greatest(s.first_month, s.last_month - interval '11 months'))) * 12
-                   + extract(month FROM s.last_month) - extract(month FROM greatest(s.first_month, s.last_month - interval '11 months')) + 1), 2) AS average
+               ods_schema.window_average(s.first_month, s.last_month, s.window_spent) AS average
         FROM (SELECT DISTINCT unnest(ids) AS customer_id) w
         LEFT JOIN ods_schema.t_financial_insights i ON i.customer_id = w.customer_id
         LEFT JOIN ods_schema.t_spending_window s ON s.customer_id = w.customer_id
