@@ -228,44 +228,32 @@ func (in mappingInput) field(side, name string) any {
 // `join` and `sort` take here as they are (bytes, numbers and the rest: ask
 // Bloblang, whose errors `or(null)` may turn into null).
 func (s *mappingStep) listValue(in mappingInput) (any, bool) {
-	switch s.listOp {
-	case 'j':
-		var b strings.Builder
-		n := 0
-		for _, f := range s.list {
-			v := in.field(f.side, f.field)
-			if v == nil {
-				continue
-			}
-			str, ok := v.(string)
-			if !ok {
-				return nil, false
-			}
+	var joined strings.Builder
+	var latest any // 'l': the value as it is, no new box; none: index(-1) fails, or(null)
+	latestStr, n := "", 0
+	for _, f := range s.list {
+		v := in.field(f.side, f.field)
+		if v == nil {
+			continue
+		}
+		str, ok := v.(string)
+		if !ok {
+			return nil, false
+		}
+		if s.listOp == 'j' {
 			if n > 0 {
-				b.WriteString(s.delim)
+				joined.WriteString(s.delim)
 			}
-			b.WriteString(str)
-			n++
+			joined.WriteString(str)
+		} else if latest == nil || str > latestStr { // sort() orders strings as Go does
+			latest, latestStr = v, str
 		}
-		return b.String(), true
-	default: // 'l': sort() orders strings as Go does; index(-1) of none fails, or(null)
-		var latest any // the value as it is: no new box
-		latestStr := ""
-		for _, f := range s.list {
-			v := in.field(f.side, f.field)
-			if v == nil {
-				continue
-			}
-			str, ok := v.(string)
-			if !ok {
-				return nil, false
-			}
-			if latest == nil || str > latestStr {
-				latest, latestStr = v, str
-			}
-		}
-		return latest, true
+		n++
 	}
+	if s.listOp == 'j' {
+		return joined.String(), true
+	}
+	return latest, true
 }
 
 // value evaluates a direct form; false: not decidable here, ask Bloblang.
@@ -273,7 +261,6 @@ func (s *mappingStep) value(in mappingInput) (any, bool) {
 	if s.list != nil {
 		return s.listValue(in)
 	}
-	var v any
 	switch s.side {
 	case "parent_version", "child_version":
 		if in.childOnly {
@@ -283,13 +270,8 @@ func (s *mappingStep) value(in mappingInput) (any, bool) {
 			return in.parentVersion, true
 		}
 		return in.childVersion, true
-	case "parent":
-		if !in.childOnly {
-			v = in.parent[s.field] // a missing field, or no parent: null
-		}
-	case "child":
-		v = in.child[s.field]
 	}
+	v := in.field(s.side, s.field)
 	if !s.asString {
 		switch v.(type) {
 		case map[string]any, []any, []byte:
