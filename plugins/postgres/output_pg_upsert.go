@@ -41,11 +41,14 @@ statement carries per-row parameters, so there is no 65,535-parameter limit. `+"
 same transaction with the affected values of a column (before and after the batch's changes) bound as `+"`$1`"+`,
 a `+"`text[]`"+`.
 
-Errors: a transient one (connection lost, serialization failure, deadlock, admin shutdown, too many connections,
-timeouts) rolls the transaction back and retries it with backoff; nothing is acknowledged until it commits. A row
-that PostgreSQL refuses (data exceptions 22xxx, constraint violations 23xxx), or that cannot be mapped, is isolated
-by bisecting the batch within the transaction (savepoints) and returned as a batch error naming exactly those
-messages, so only they go to the dead-letter path and the rest commits.
+Errors: a row that PostgreSQL refuses (data exceptions 22xxx, constraint violations 23xxx, 21000, an index row
+over its limit 54000, an exception raised by a trigger P0001), or that cannot be mapped, is isolated by bisecting
+the batch within the transaction (savepoints) and returned as a batch error naming exactly those messages, so only
+they go to the dead-letter path and the rest commits. Any other failure is not the data's: the transaction is
+rolled back and retried with backoff until it commits or the output is stopped; nothing is acknowledged before.
+Transient ones (connection lost, serialization failure, deadlock, admin shutdown, too many connections, timeouts)
+are logged as warnings; the others (a read-only server, a refused password, a missing table or function) as errors,
+since they last until someone acts. `+"`pg_upsert_retries`"+` counts both.
 
 Table and column names are validated (each part `+"`^[A-Za-z_][A-Za-z0-9_]*$`"+`) and always quoted; values are never
 part of the SQL text. The DSN is a secret: its password appears in no log line, error or `+"`echo`"+` output.`).
@@ -83,9 +86,9 @@ part of the SQL text. The DSN is a secret: its password appears in no log line, 
 				service.NewDurationField("connect_timeout").Description("Time to connect before the attempt counts as failed.").Default("10s"),
 			).Description("The connection pool.").Advanced(),
 			service.NewObjectField("retry",
-				service.NewDurationField("initial_interval").Description("First wait before retrying a transient failure.").Default("100ms"),
+				service.NewDurationField("initial_interval").Description("First wait before retrying a failed transaction.").Default("100ms"),
 				service.NewDurationField("max_interval").Description("Longest wait between retries (doubling up to it); retries last until the write is cancelled.").Default("5s"),
-			).Description("Retries of transient failures.").Advanced(),
+			).Description("Retries of a batch's transaction after a failure that is not a row's.").Advanced(),
 		)
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redpanda-data/benthos/v4/public/service"
 
 	"github.com/odsflow/odsflow/internal/devstack"
@@ -361,6 +362,116 @@ func TestOneTransactionAcrossTables(t *testing.T) {
 	}
 	write(t, u, acct("2", 14, "1.00", 1, 1))
 	check(t, "the next batch", accounts(t, conn), "2:14:1.00:1/1")
+}
+
+// An after_batch statement that fails on what one message brought (a data
+// exception) is traced to that message by bisecting: it alone is refused,
+// the rest of the batch commits, with its after_batch.
+func TestAfterBatchFailureIsolatesItsMessage(t *testing.T) {
+	dsn := newDB(t)
+	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
+	conf := fmt.Sprintf(upsertConfig, dsn, indented)
+	conf = strings.Replace(conf, "INSERT INTO ods.refreshed (customer_id) SELECT unnest($1::text[]::int[])",
+		"INSERT INTO ods.refreshed (customer_id) SELECT c / (c - 13) * 0 + c FROM unnest($1::text[]::int[]) AS c", 1)
+	u := newOutput(t, conf)
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	batch := service.MessageBatch{acct("1", 12, "1.00", 1, 1), acct("2", 13, "2.00", 1, 1), acct("3", 14, "3.00", 1, 1)}
+	err = u.WriteBatch(context.Background(), batch)
+	var berr *service.BatchError
+	if !errors.As(err, &berr) {
+		t.Fatalf("WriteBatch: %v, want a batch error naming the message", err)
+	}
+	var failed []int
+	berr.WalkMessages(func(i int, _ *service.Message, err error) bool {
+		if err != nil {
+			failed = append(failed, i)
+			if !strings.Contains(err.Error(), "after_batch[0]") || !strings.Contains(err.Error(), "22012") {
+				t.Errorf("message %d: %v, want the after_batch's division by zero", i, err)
+			}
+		}
+		return true
+	})
+	if fmt.Sprint(failed) != "[1]" {
+		t.Errorf("refused messages %v, want [1]", failed)
+	}
+	check(t, "the other messages committed", accounts(t, conn), "1:12:1.00:1/1 3:14:3.00:1/1")
+	var refreshed string
+	if err := conn.QueryRow(context.Background(), `SELECT string_agg(DISTINCT customer_id::text, ' ' ORDER BY customer_id::text) FROM ods.refreshed`).Scan(&refreshed); err != nil {
+		t.Fatal(err)
+	}
+	if refreshed != "12 14" {
+		t.Errorf("after_batch ran for %q, want the committed rows' customers 12 14", refreshed)
+	}
+}
+
+// A failure that is not a row's (here the database turned read-only, as
+// a demoted primary is) holds the batch, retrying, instead of handing all
+// of it to the dead-letter path; once the database takes writes again,
+// the batch commits.
+func TestFailureNotARowsHoldsTheBatch(t *testing.T) {
+	u, conn := testOutput(t)
+	ctx := context.Background()
+	readOnly := func(on bool) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`DO $$ BEGIN EXECUTE format('ALTER DATABASE %%I SET default_transaction_read_only = %v', current_database()); END $$`, on)); err != nil {
+			t.Fatal(err)
+		}
+		// Sessions read the setting when they start.
+		if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readOnly(true)
+	before := u.retriesSeen.Load()
+	done := make(chan error, 1)
+	go func() { done <- u.WriteBatch(ctx, service.MessageBatch{acct("1", 7, "1.00", 1, 1)}) }()
+	for deadline := time.Now().Add(20 * time.Second); u.retriesSeen.Load() < before+2; {
+		select {
+		case err := <-done:
+			t.Fatalf("WriteBatch on a read-only database returned %v, want it to hold the batch", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no retries in 20 s")
+		}
+	}
+	readOnly(false)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("WriteBatch once writable: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the batch was not written 30 s after the database took writes again")
+	}
+	check(t, "written once the database took writes", accounts(t, conn), "1:7:1.00:1/1")
+}
+
+func TestErrorClasses(t *testing.T) {
+	for code, want := range map[string][2]bool{ // {transient, rowError}
+		"08006": {true, false}, "40P01": {true, false}, "53300": {true, false}, "57P01": {true, false}, "55P03": {true, false},
+		"57014": {false, false}, "25006": {false, false}, "28P01": {false, false}, "42P01": {false, false}, "XX000": {false, false},
+		"22012": {false, true}, "23505": {false, true}, "21000": {false, true}, "54000": {false, true}, "P0001": {false, true},
+	} {
+		err := fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: code})
+		if got := [2]bool{transient(err), rowError(err)}; got != want {
+			t.Errorf("%s: transient, rowError = %v, want %v", code, got, want)
+		}
+	}
+	// A server's refusal while connecting (a password, a database gone)
+	// is the connection's, not the batch's.
+	_, err := pgconn.Connect(context.Background(), "postgres://u@127.0.0.1:1/db?connect_timeout=5")
+	var connectErr *pgconn.ConnectError
+	if !errors.As(err, &connectErr) {
+		t.Fatalf("connecting to a closed port: %v, want a ConnectError", err)
+	}
+	if !transient(fmt.Errorf("acquiring: %w", err)) {
+		t.Errorf("%v: not transient", err)
+	}
 }
 
 func TestRetryAfterTheConnectionIsKilled(t *testing.T) {

@@ -9,9 +9,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// transient reports a failure that a retry of the whole transaction can
-// outlive: the connection or the server going away, contention, limits.
+// transient reports a failure that a retry of the whole transaction is
+// expected to outlive: the connection or the server going away,
+// contention, limits. Any other failure that is not a row's (rowError) is
+// retried too, since it is not the data's fault either (a server turned
+// read-only, a changed password, a missing table), but logged as an error:
+// it lasts until someone acts.
 func transient(err error) bool {
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true // whatever the server said while connecting
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code[:2] {
@@ -25,10 +33,9 @@ func transient(err error) bool {
 		}
 		return pgErr.Code == "55P03" // lock not available
 	}
-	var connectErr *pgconn.ConnectError
 	var netErr net.Error
 	switch {
-	case errors.As(err, &connectErr), errors.As(err, &netErr),
+	case errors.As(err, &netErr),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, context.DeadlineExceeded), pgconn.Timeout(err), pgconn.SafeToRetry(err):
 		return true
@@ -48,15 +55,19 @@ func isClosedConn(err error) bool {
 }
 
 // rowError reports PostgreSQL refusing a row's data: a data exception
-// (22xxx: bad number, value too long, bad date) or an integrity constraint
-// violation (23xxx: not null, check, foreign key).
+// (22xxx: bad number, value too long, bad date), an integrity constraint
+// violation (23xxx: not null, check, foreign key), a value over a limit
+// (54000: an index row larger than a page), or an exception a trigger
+// raised (P0001).
 func rowError(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return false
 	}
-	// 21000: "ON CONFLICT DO UPDATE command cannot affect row a second
-	// time", two changes of one key the reduction took for two: bisecting
-	// separates them.
-	return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23" || pgErr.Code == "21000"
+	switch pgErr.Code {
+	case "21000", // "ON CONFLICT DO UPDATE command cannot affect row a second time": two changes of one key the reduction took for two
+		"54000", "P0001":
+		return true
+	}
+	return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23"
 }

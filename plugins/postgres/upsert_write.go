@@ -356,15 +356,18 @@ func (u *upsert) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 		if ctx.Err() != nil {
 			return fmt.Errorf("pg_upsert: batch not written: %w", err)
 		}
-		if !transient(err) {
-			return fmt.Errorf("pg_upsert: %w", err)
-		}
 		if pool = u.currentPool(); pool == nil {
 			return service.ErrNotConnected // closed meanwhile
 		}
 		u.metrics.retries.Incr(1)
 		u.retriesSeen.Add(1)
-		u.log.Warnf("pg_upsert: transient failure, retrying the batch in %v: %v", backoff, err)
+		// Not a row's fault, so not the dead-letter path's business: the
+		// batch waits (and its offsets with it) until it can be written.
+		if transient(err) {
+			u.log.Warnf("pg_upsert: transient failure, retrying the batch in %v: %v", backoff, err)
+		} else {
+			u.log.Errorf("pg_upsert: the batch cannot be written, retrying in %v until it can (this needs an operator): %v", backoff, err)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("pg_upsert: batch not written: %w", err)
@@ -463,6 +466,22 @@ func (u *upsert) writeOnce(ctx context.Context, pool *pgxpool.Pool, changes []*r
 		}
 		return nil, err
 	}
+	if !bisect { // bisecting, each part ran them in its savepoint
+		if err := u.runAfter(ctx, tx, res); err != nil {
+			if rowError(err) { // a message's data made one fail: find it
+				return nil, fmt.Errorf("%w: %w", errRowRefused, err)
+			}
+			return nil, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return res, nil
+}
+
+// runAfter runs the after_batch statements for what res collected.
+func (u *upsert) runAfter(ctx context.Context, tx pgx.Tx, res *writeResult) error {
 	for i, a := range u.after {
 		vals := map[string]struct{}{}
 		for _, t := range a.tables {
@@ -483,13 +502,10 @@ func (u *upsert) writeOnce(ctx context.Context, pool *pgxpool.Pool, changes []*r
 			args = append(args, arg)
 		}
 		if _, err := tx.Exec(ctx, a.statement, args...); err != nil {
-			return nil, fmt.Errorf("after_batch[%d]: %w", i, err)
+			return fmt.Errorf("after_batch[%d]: %w", i, err)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
-	}
-	return res, nil
+	return nil
 }
 
 // ensureTemps creates the temporary tables once per connection.
@@ -509,9 +525,12 @@ func (u *upsert) ensureTemps(ctx context.Context, conn *pgxpool.Conn) error {
 	return nil
 }
 
-// applyBisect applies the changes in a savepoint; when PostgreSQL refuses
-// a row, it rolls the savepoint back and applies each half the same way,
-// down to the single messages it then reports as failed.
+// applyBisect applies the changes, and runs the after_batch statements for
+// them, in a savepoint; when PostgreSQL refuses a row (or an after_batch
+// statement fails on what the rows hold), it rolls the savepoint back and
+// applies each half the same way, down to the single messages it then
+// reports as failed. A value both halves affect is refreshed after each,
+// the last time with both applied.
 func (u *upsert) applyBisect(ctx context.Context, tx pgx.Tx, changes []*rowChange, res *writeResult) error {
 	if len(changes) == 0 {
 		return nil
@@ -522,6 +541,9 @@ func (u *upsert) applyBisect(ctx context.Context, tx pgx.Tx, changes []*rowChang
 	}
 	part := newWriteResult()
 	err = u.apply(ctx, sp, changes, part)
+	if err == nil {
+		err = u.runAfter(ctx, sp, part)
+	}
 	if err == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return err
