@@ -42,7 +42,7 @@ skipped and counted.`,
 				&cli.StringFlag{Name: "from", Usage: "the dead-letter topic", EnvVars: []string{"ODS_DLQ_TOPIC"}, Value: "odsflow.dlq"},
 				&cli.StringFlag{Name: "brokers", Usage: "Kafka seed brokers, comma-separated", EnvVars: []string{"KAFKA_BROKERS"}, Value: "localhost:9092"},
 				&cli.StringFlag{Name: "group", Usage: "consumer group of replays", Value: "odsflow-dlq-replay"},
-				&cli.BoolFlag{Name: "dry-run", Usage: "list what would be replayed, produce and commit nothing"},
+				&cli.BoolFlag{Name: "dry-run", Usage: "list what would be replayed (each dead letter's origin and error), produce and commit nothing"},
 			},
 			Action: func(c *cli.Context) error {
 				ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
@@ -79,6 +79,15 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 	if err := ends.Error(); err != nil {
 		return fmt.Errorf("reading the end of %s: %w", o.from, err)
 	}
+	// Records retention removed are gone: a replay starts at the first
+	// one left, or it would wait for records that never come.
+	starts, err := adm.ListStartOffsets(ctx, o.from)
+	if err != nil {
+		return fmt.Errorf("reading the start of %s: %w", o.from, err)
+	}
+	if err := starts.Error(); err != nil {
+		return fmt.Errorf("reading the start of %s: %w", o.from, err)
+	}
 	committed, err := adm.FetchOffsets(ctx, o.group)
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		committed, err = kadm.OffsetResponses{}, nil // the first replay: from the start
@@ -90,16 +99,24 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 	// the start) to the end now.
 	remaining := map[int32][2]int64{}
 	total := int64(0)
+	var expired int64
 	ends.Each(func(e kadm.ListedOffset) {
 		from := int64(0)
 		if c, ok := committed.Lookup(o.from, e.Partition); ok && c.Err == nil && c.At >= 0 {
 			from = c.At
+		}
+		if s, ok := starts.Lookup(o.from, e.Partition); ok && s.Offset > from {
+			expired += min(s.Offset, e.Offset) - from
+			from = s.Offset
 		}
 		if from < e.Offset {
 			remaining[e.Partition] = [2]int64{from, e.Offset}
 			total += e.Offset - from
 		}
 	})
+	if expired > 0 {
+		fmt.Fprintf(out, "odsflow dlq replay: %d dead letters of %s expired (retention) before they were replayed\n", expired, o.from)
+	}
 	if total == 0 {
 		fmt.Fprintf(out, "odsflow dlq replay: nothing to replay in %s\n", o.from)
 		return nil
@@ -147,13 +164,20 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 			next[r.Partition] = r.Offset + 1
 			target := ""
 			var headers []kgo.RecordHeader
+			dlq := map[string]string{}
 			for _, h := range r.Headers {
 				if h.Key == "source_topic" {
 					target = string(h.Value)
 				}
 				if !dlqHeaders[h.Key] {
 					headers = append(headers, h)
+				} else {
+					dlq[h.Key] = string(h.Value)
 				}
+			}
+			if o.dryRun {
+				fmt.Fprintf(out, "  %s/%d@%d from %s/%s@%s, failed in %s: %s\n", o.from, r.Partition, r.Offset,
+					orDash(target), orDash(dlq["source_partition"]), orDash(dlq["source_offset"]), orDash(dlq["error_component"]), orDash(dlq["error"]))
 			}
 			if target == "" {
 				skipped++
@@ -196,4 +220,11 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 	fmt.Fprintf(out, "odsflow dlq replay: %s %d dead letters from %s (%s); %d without a source_topic skipped\n",
 		verb, replayed, o.from, strings.Join(topics, ", "), skipped)
 	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestDLQReplaySkipsExpiredDeadLetters: dead letters that retention
+// removed before a replay are reported, not waited for, and the ones
+// left are replayed.
+func TestDLQReplaySkipsExpiredDeadLetters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "odsflow.dlq", "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	produce := func(values ...string) {
+		t.Helper()
+		for _, v := range values {
+			r := &kgo.Record{Topic: "odsflow.dlq", Value: []byte(v), Headers: []kgo.RecordHeader{
+				{Key: "source_topic", Value: []byte("src")}, {Key: "error", Value: []byte("bad")}, {Key: "own", Value: []byte("kept")}}}
+			if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	o := dlqOptions{from: "odsflow.dlq", brokers: c.ListenAddrs(), group: "replay"}
+	produce("a", "b", "c")
+	var out bytes.Buffer
+	if err := replayDLQ(ctx, o, &out); err != nil {
+		t.Fatalf("first replay: %v\n%s", err, out.String())
+	}
+	produce("d", "e")
+	// Retention removes d and e: nothing is left to replay.
+	del := kadm.Offsets{}
+	del.AddOffset("odsflow.dlq", 0, 5, -1)
+	if _, err := kadm.NewClient(cl).DeleteRecords(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := replayDLQ(ctx, o, &out); err != nil {
+		t.Fatalf("replay after retention: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "2 dead letters of odsflow.dlq expired") || !strings.Contains(out.String(), "nothing to replay") {
+		t.Errorf("replay output does not report the two expired dead letters, and nothing to replay:\n%s", out.String())
+	}
+	produce("f")
+	out.Reset()
+	dry := o
+	dry.dryRun = true
+	if err := replayDLQ(ctx, dry, &out); err != nil {
+		t.Fatalf("dry run: %v\n%s", err, out.String())
+	}
+	if want := "  odsflow.dlq/0@5 from src/-@-, failed in -: bad\n"; !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "would re-publish 1 dead letters") {
+		t.Errorf("dry run lists:\n%s\nwant the dead letter %q and its count", out.String(), want)
+	}
+	out.Reset()
+	if err := replayDLQ(ctx, o, &out); err != nil {
+		t.Fatalf("replay of a dead letter after the expired ones: %v\n%s", err, out.String())
+	}
+	// src now holds a, b, c and f, with their own headers only.
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("src"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	var got []string
+	for len(got) < 4 {
+		fs := consumer.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("src holds %v: %v", got, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if len(r.Headers) != 1 || r.Headers[0].Key != "own" {
+				t.Errorf("replayed %s with headers %v, want only its own", r.Value, r.Headers)
+			}
+			got = append(got, string(r.Value))
+		})
+	}
+	if strings.Join(got, "") != "abcf" {
+		t.Errorf("replayed %v, want a b c f", got)
+	}
+	// Everything is replayed: a third replay has nothing to do.
+	out.Reset()
+	if err := replayDLQ(ctx, o, &out); err != nil || !strings.Contains(out.String(), "nothing to replay") {
+		t.Errorf("third replay: %v\n%s", err, out.String())
+	}
+}
