@@ -61,9 +61,13 @@ are exact decimal strings.
 An empty message (a Kafka tombstone) passes through unchanged, so that a later `+"`debezium_unwrap`"+` can handle it.
 Anything else that cannot be decoded — a wrong magic byte, an unknown schema id, truncated Avro, a non-Avro schema,
 the registry unreachable beyond `+"`retry_max_elapsed`"+` — leaves the message unchanged and marks it errored with
-the reason, for a `+"`catch`"+` or a dead-letter output to handle. A message that an earlier processor marked errored is passed on untouched, its error kept, so a chain of
-processors that fail messages needs no `+"`try`"+` (which would split the batch into single messages). Stopping
-while the registry is being waited for fails the whole batch instead (nothing acked, read again after the restart).
+the reason, for a `+"`catch`"+` or a dead-letter output to handle. During a registry outage the messages that need
+a schema not yet cached wait for one retry budget together, not one each: a failed fetch answers for its schema id
+for 10 s. A message that an earlier processor marked errored is passed on untouched, its error kept, so a chain of
+processors that fail messages needs no `+"`try`"+` (which would split the batch into single messages). Stopped
+while the registry is being waited for (the pipeline's hard stop), it marks the batch's messages errored with the
+stop as the reason: the outputs are stopped too by then (this binary's `+"`kafka_franz`"+` output writes nothing once
+stopped), so nothing is acknowledged and the batch is read again after the restart.
 
 The Kafka key can be decoded too, with a `+"`branch`"+` (Debezium keys are Avro records of the primary key):
 

@@ -502,6 +502,40 @@ func TestDecodeRetriesWhileRegistryIsDown(t *testing.T) {
 	}
 }
 
+// TestDecodeOutageCostsOneBudgetPerBatch: during a registry outage, the
+// messages of a batch that need the same schema wait for one retry budget
+// together, not one each, and all come out errored with the reason.
+func TestDecodeOutageCostsOneBudgetPerBatch(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	// What one message costs alone: its retry budget's requests.
+	if _, err := decode(t, newTestDecoder(t, "url: "+srv.URL+"\nretry_max_elapsed: 1s"), wire(7, []byte{0x0E})); err == nil {
+		t.Fatal("decoded with the registry down")
+	}
+	one := hits.Swap(0)
+	p := newTestDecoder(t, "url: "+srv.URL+"\nretry_max_elapsed: 1s")
+	var batch service.MessageBatch
+	for range 20 {
+		batch = append(batch, service.NewMessage(wire(7, []byte{0x0E})))
+	}
+	out, err := p.ProcessBatch(context.Background(), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range out[0] {
+		if m.GetError() == nil || !strings.Contains(m.GetError().Error(), "503") {
+			t.Errorf("message %d: error %v, want the registry's 503", i, m.GetError())
+		}
+	}
+	if n := hits.Load(); n > 2*one {
+		t.Errorf("a batch of 20 messages of one schema made %d requests during the outage; one message alone makes %d", n, one)
+	}
+}
+
 func TestDecodeWithBasicAuth(t *testing.T) {
 	inner := schemaregistry.New()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -389,6 +389,12 @@ func (o *kafkaFranzOutput) WriteBatch(ctx context.Context, batch service.Message
 	if cl == nil {
 		return service.ErrNotConnected
 	}
+	// Stopped: write nothing. (A processor stopped mid-batch marks its
+	// messages errored with the stop as the reason; they must not reach a
+	// dead-letter topic, or be acknowledged, on the way out.)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kafka_franz: stopping, batch not written: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 

@@ -392,6 +392,29 @@ key: '${! meta("k") }'
 	}
 }
 
+// TestKafkaFranzOutputWritesNothingOnceStopped: a write whose context is
+// already done (the stream's hard stop) fails without producing, so the
+// messages of a processor stopped mid-batch (errored with the stop as the
+// reason) cannot reach a dead-letter topic and be acknowledged.
+func TestKafkaFranzOutputWritesNothingOnceStopped(t *testing.T) {
+	s := devstack.ForTest(t, devstack.Config{NoPostgres: true})
+	const topic = "out.stopped"
+	out := kfoTestOutput(t, fmt.Sprintf("seed_brokers: [ %q ]\ntopic: %s\n", s.Brokers, topic))
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := out.WriteBatch(stopped, service.MessageBatch{kfoMessage("lost?", nil)}); err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("WriteBatch once stopped: %v, want the stop", err)
+	}
+	ctx, cancelWrite := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelWrite()
+	if err := out.WriteBatch(ctx, service.MessageBatch{kfoMessage("written", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if recs := kfoConsume(t, s.Brokers, topic, 1); string(recs[0].Value) != "written" {
+		t.Errorf("the topic holds %q, want only the later write", recs[0].Value)
+	}
+}
+
 func TestKafkaFranzOutputUnreachableBrokerIsAConnectError(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
