@@ -309,14 +309,27 @@ func (s *Stack) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// RedactDSN hides the password of a URL-style DSN, for logs and errors.
+// RedactDSN hides the passwords of a DSN, for logs and errors: a URL's
+// user password and its password or sslpassword parameters (pgx reads
+// both); a keyword DSN that names a password is hidden whole.
 func RedactDSN(dsn string) string {
 	u, err := url.Parse(dsn)
-	if err != nil || u.User == nil {
-		if strings.Contains(dsn, "password") {
+	if err != nil || u.Scheme == "" {
+		if strings.Contains(strings.ToLower(dsn), "password") {
 			return "(dsn hidden: it holds a password)"
 		}
 		return dsn
+	}
+	q := u.Query()
+	redacted := false
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q.Set(k, "xxxxx")
+			redacted = true
+		}
+	}
+	if redacted {
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,5 +142,18 @@ func TestRedactDSN(t *testing.T) {
 	}
 	if got := RedactDSN("host=db password=s3cret"); got == "host=db password=s3cret" {
 		t.Errorf("keyword DSN with password not redacted: %q", got)
+	}
+	for _, dsn := range []string{
+		"postgres://app@db.internal:5432/ods?password=s3cret&sslmode=require",
+		"postgres://app:@db.internal:5432/ods?sslmode=require&PassWord=s3cret",
+		"postgresql://app@db/ods?sslpassword=s3cret&sslkey=/k.pem",
+		"host=db PASSWORD=s3cret",
+	} {
+		if got := RedactDSN(dsn); strings.Contains(got, "s3cret") {
+			t.Errorf("RedactDSN(%q) = %q", dsn, got)
+		}
+	}
+	if got := RedactDSN("postgres://app@db/ods?password=s3cret&sslmode=require"); !strings.Contains(got, "sslmode=require") || !strings.Contains(got, "app@db/ods") {
+		t.Errorf("RedactDSN hid more than the password: %q", got)
 	}
 }

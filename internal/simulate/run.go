@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -60,9 +61,18 @@ func Register(ctx context.Context, cfg Config, registryURL string) (map[Table]Sc
 	if err != nil {
 		return nil, err
 	}
-	rc, err := sr.NewClient(sr.URLs(registryURL))
+	// Credentials in the URL are sent as basic auth, and the URL the
+	// client (and its errors) sees has none.
+	opts := []sr.ClientOpt{sr.URLs(registryURL)}
+	if u, err := url.Parse(registryURL); err == nil && u.User != nil {
+		pass, _ := u.User.Password()
+		opts = append(opts, sr.BasicAuth(u.User.Username(), pass))
+		u.User = nil
+		opts[0] = sr.URLs(u.String())
+	}
+	rc, err := sr.NewClient(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("simulate: registry client for %s: %w", registryURL, err)
+		return nil, fmt.Errorf("simulate: registry client for %s: %w", redactURL(registryURL), err)
 	}
 	ids := map[Table]SchemaIDs{}
 	for _, t := range Tables() {
@@ -78,7 +88,7 @@ func Register(ctx context.Context, cfg Config, registryURL string) (map[Table]Sc
 		}{{cfg.Topic(t) + "-key", key, &id.Key}, {cfg.Topic(t) + "-value", value, &id.Value}} {
 			got, err := rc.CreateSchema(ctx, s.subject, sr.Schema{Schema: s.text, Type: sr.TypeAvro})
 			if err != nil {
-				return nil, fmt.Errorf("simulate: registering %s at %s: %w", s.subject, registryURL, err)
+				return nil, fmt.Errorf("simulate: registering %s at %s: %w", s.subject, redactURL(registryURL), err)
 			}
 			*s.id = got.ID
 		}
@@ -299,4 +309,13 @@ func splitBrokers(s string) []string {
 		}
 	}
 	return out
+}
+
+// redactURL hides a URL's password, for errors.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(an unreadable URL)"
+	}
+	return u.Redacted()
 }

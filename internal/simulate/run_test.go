@@ -450,3 +450,16 @@ func TestRunReportsBadEndpoints(t *testing.T) {
 		t.Errorf("Run with a bad config: %v", err)
 	}
 }
+
+// A registry URL's password stays out of the errors (simulate prints them).
+func TestRegisterErrorsHideTheRegistryPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := Register(ctx, Config{Customers: 1, Events: 1}, "http://ods:s3cret@127.0.0.1:1")
+	if err == nil {
+		t.Fatal("registered with an unreachable registry")
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("the error shows the password: %v", err)
+	}
+}
