@@ -30,5 +30,6 @@ func main() {
 		service.CLIOptAddCommand(simulateCommand()),
 		service.CLIOptAddCommand(demoCommand()),
 		service.CLIOptAddCommand(dlqCommand()),
+		service.CLIOptAddCommand(docsCommand()),
 	)
 }

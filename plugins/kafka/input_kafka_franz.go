@@ -62,7 +62,7 @@ func franzInputSpec() *service.ConfigSpec {
 			Default("5s"),
 		service.NewBoolField(ifStartFromOldest).
 			Description("Deprecated: use `start_offset`. Whether a partition without a committed offset starts from the oldest record (true) or the newest (false).").
-			Default(true).Advanced(),
+			Default(true).Advanced().Deprecated(),
 		service.NewStringAnnotatedEnumField(ifStartOffset, map[string]string{
 			"earliest":  "Start from the earliest offset (Kafka's `auto.offset.reset=earliest`).",
 			"latest":    "Start from the latest offset (`auto.offset.reset=latest`).",

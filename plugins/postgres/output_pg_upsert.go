@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,9 +183,7 @@ func newUpsert(conf *service.ParsedConfig, mgr *service.Resources) (*upsert, err
 		return nil, errors.New("dsn is empty")
 	}
 	if _, err := pgxpool.ParseConfig(u.dsn); err != nil {
-		// pgx's error quotes the DSN, redacting the password only on a
-		// best-effort basis: say nothing of its text.
-		return nil, errors.New("dsn: not a PostgreSQL connection string pgx can read (its text is not shown: it may hold a password)")
+		return nil, fmt.Errorf("dsn: not a PostgreSQL connection string pgx can read: %s (the string is not shown: it may hold a password)", dsnParseReason(err.Error(), u.dsn))
 	}
 	if u.freshKey, err = conf.FieldString("freshness_metadata"); err != nil {
 		return nil, err
@@ -399,3 +399,36 @@ func (u *upsert) currentPool() *pgxpool.Pool {
 	defer u.mu.RUnlock()
 	return u.pool
 }
+
+// dsnParseReason is pgx's reason for refusing dsn, without the DSN: pgx
+// quotes it first, redacting the password only on a best-effort basis, and
+// a reason that might quote the password is not given.
+func dsnParseReason(msg, dsn string) string {
+	i := strings.LastIndex(msg, "`: ")
+	if i < 0 {
+		return "(no reason given)"
+	}
+	reason := msg[i+3:]
+	if strings.ContainsAny(reason, "@`") || strings.Contains(reason, "://") {
+		return "(its reason quotes the string)"
+	}
+	var secrets []string
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok {
+			secrets = append(secrets, p)
+		}
+	}
+	for _, m := range dsnPasswordParam.FindAllStringSubmatch(dsn, -1) {
+		secrets = append(secrets, strings.Trim(m[1], "'"))
+	}
+	for _, p := range secrets {
+		if p != "" && strings.Contains(reason, p) {
+			return "(its reason quotes the string)"
+		}
+	}
+	return reason
+}
+
+// dsnPasswordParam finds the passwords of a keyword DSN or of URL
+// parameters (password=, sslpassword=).
+var dsnPasswordParam = regexp.MustCompile(`(?i)password\s*=\s*('[^']*'|[^\s&]+)`)

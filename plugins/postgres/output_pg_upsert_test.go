@@ -513,6 +513,26 @@ func TestRetryAfterTheConnectionIsKilled(t *testing.T) {
 	}
 }
 
+// An unreadable DSN is refused with pgx's reason, never with its text.
+func TestUnreadableDSNSaysWhyWithoutThePassword(t *testing.T) {
+	for dsn, reason := range map[string]string{
+		"postgres://u:s3cretpw@h/db?sslmode=bogus":           "sslmode is invalid",
+		"postgres://u:s3cretpw@h:99999999/db":                "invalid port",
+		"host=h password=s3cretpw port=abc":                  "invalid port",
+		"postgres://u:s3c%zzretpw@h/db":                      "invalid percent-encoded token in password",
+		"postgres://u:s3cretpw@h/db?pool_max_conns=s3cretpw": "its reason quotes the string",
+	} {
+		parsed, err := upsertSpec().ParseYAML(fmt.Sprintf("dsn: %q\ntables: [{name: t, columns: [a], key_columns: [a]}]", dsn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = newUpsert(parsed, service.MockResources())
+		if err == nil || !strings.Contains(err.Error(), reason) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v, want the reason %q and no password", dsn, err, reason)
+		}
+	}
+}
+
 func TestIdentifiersAreValidatedAndQuoted(t *testing.T) {
 	for name, conf := range map[string]string{
 		"injection in a table name":  "tables: [{name: 'ods.x; DROP TABLE y', columns: [a], key_columns: [a]}]",
