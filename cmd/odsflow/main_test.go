@@ -216,3 +216,61 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// Lint finds what pg_upsert and cdc_join would refuse at start (CI lints,
+// it does not start), and shows no password while at it.
+func TestLintFindsWhatComponentsRefuseAtStart(t *testing.T) {
+	dir := t.TempDir()
+	pg := writeFile(t, dir, "pg.yaml", `input:
+  generate: { mapping: 'root = {}', count: 1 }
+output:
+  pg_upsert:
+    dsn: postgres://u:s3cret@localhost/db
+    tables:
+      - name: 'ods"; DROP TABLE x'
+        columns: [a, "b-c"]
+        key_columns: [k]
+        version_columns: [v]
+      - name: ods.good
+        columns: [a]
+        key_columns: [a]
+    after_batch:
+      - { statement: SELECT 1, column: "x;y", tables: [ods.nope, ods.good] }
+`)
+	join := writeFile(t, dir, "join.yaml", `input:
+  generate: { mapping: 'root = {}', count: 1 }
+pipeline:
+  processors:
+    - cdc_join:
+        state_dir: ":memory:"
+        tables:
+          - { name: customers, check: 'true', key: this.id }
+          - { name: customers, check: 'true', key: this.id }
+          - { name: accounts, check: 'true', key: this.id }
+        relations:
+          - { name: r1, kind: latest_state, parent: custmers, child: accounts, parent_key: this.customer_id,
+              mapping: 'root = this', key_mapping: 'root = this', child_version_column: v, parent_version_column: v }
+output:
+  drop: {}
+`)
+	for file, wants := range map[string][]string{
+		pg: {
+			`"ods\"; DROP TABLE x" is not a table name`, `column "b-c" is not a plain name`, `key column "k" is not among its columns`,
+			`version column "v" is not among its columns`, `after_batch: column "x;y"`, `after_batch: table "ods.nope" is not one of tables`,
+		},
+		join: {`tables: "customers" is named twice`, `parent "custmers" is not one of tables`, `child_version_column and parent_version_column are both "v"`},
+	} {
+		out, errOut, code := odsflow(t, "lint", file)
+		if code == 0 {
+			t.Errorf("lint %s: exit 0", filepath.Base(file))
+		}
+		for _, want := range wants {
+			if !strings.Contains(out+errOut, want) {
+				t.Errorf("lint %s: no %q in:\n%s%s", filepath.Base(file), want, out, errOut)
+			}
+		}
+		if strings.Contains(out+errOut, "s3cret") {
+			t.Errorf("lint %s shows the password", filepath.Base(file))
+		}
+	}
+}

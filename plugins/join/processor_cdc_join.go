@@ -79,7 +79,11 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 				service.NewStringField("name").Description("A name for the table, used by relations."),
 				service.NewBloblangField("check").Description("True for the messages of this table.").Example(`@cdc_table == "T_Accounts"`),
 				service.NewBloblangField("key").Description("The row's key, from its body: a string or an integer.").Example("this.id"),
-			).Description("The input tables."),
+			).Description("The input tables.").
+				Example([]any{
+					map[string]any{"name": "customers", "check": `@cdc_table == "T_Customers"`, "key": "this.id"},
+					map[string]any{"name": "accounts", "check": `@cdc_table == "T_Accounts"`, "key": "this.id"},
+				}),
 			service.NewObjectListField("relations",
 				service.NewStringField("name").Description("The relation's name, and the target table (`ods_table`)."),
 				service.NewStringEnumField("kind", "latest_state", "lookup").Description("`latest_state`: parent ⋈ children on their latest states. `lookup`: children enriched from their parent, not kept."),
@@ -94,9 +98,33 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 				service.NewStringField("parent_version_column").
 					Description("The target column holding the parent's version (`this.parent_version`), carried by deletes and truncates like `child_version_column`. A delete caused by a parent's delete carries the parent's delete version; one caused by the child's own change carries 0, below any version (cdc_version must be ≥ 1).").
 					Default("").Example("customer_version"),
-			).Description("The joins to emit."),
-		)
+			).Description("The joins to emit.").
+				Example([]any{map[string]any{
+					"name": "customer_account", "kind": "latest_state", "parent": "customers", "child": "accounts",
+					"parent_key":           "this.customer_id",
+					"mapping":              "root.customer_id = this.parent.id\nroot.email = this.parent.email\nroot.account_number = this.child.account_number.string()\nroot.account_version = this.child_version\nroot.customer_version = this.parent_version\n",
+					"key_mapping":          "root.account_number = this.child.account_number.string()",
+					"child_version_column": "account_version", "parent_version_column": "customer_version",
+				}}),
+		).
+		LintRule(joinLintRule)
 }
+
+// joinLintRule finds, at lint time, what newJoin refuses at start: tables
+// named twice, relations naming tables that are not there, a relation's
+// two version columns the same.
+const joinLintRule = `let tables = this.tables.or([]).map_each(t -> t.name.or(""))
+let errs = [
+  $tables.filter(n -> $tables.filter(m -> m == n).length() > 1).unique().map_each(n -> "tables: %q is named twice".format(n)),
+  this.relations.or([]).map_each(r -> [
+    if !$tables.contains(r.parent.or("")) { "relations: %q: parent %q is not one of tables".format(r.name.or(""), r.parent.or("")) },
+    if !$tables.contains(r.child.or("")) { "relations: %q: child %q is not one of tables".format(r.name.or(""), r.child.or("")) },
+    if r.child_version_column.or("") != "" && r.child_version_column.or("") == r.parent_version_column.or("") {
+      "relations: %q: child_version_column and parent_version_column are both %q".format(r.name.or(""), r.child_version_column)
+    },
+  ]).flatten(),
+].flatten().filter(e -> e != null)
+root = if $errs.length() > 0 { $errs }`
 
 func init() {
 	err := service.RegisterBatchProcessor("cdc_join", joinSpec(),

@@ -91,8 +91,30 @@ part of the SQL text. The DSN is a secret: its password appears in no log line, 
 				service.NewDurationField("initial_interval").Description("First wait before retrying a failed transaction.").Default("100ms"),
 				service.NewDurationField("max_interval").Description("Longest wait between retries (doubling up to it); retries last until the write is cancelled.").Default("5s"),
 			).Description("Retries of a batch's transaction after a failure that is not a row's.").Advanced(),
-		)
+		).
+		LintRule(upsertLintRule)
 }
+
+// upsertLintRule finds, at lint time, what newUpsert refuses at start: SQL
+// identifiers that are not plain names, key and version columns missing
+// from the columns, after_batch naming tables that are not written.
+const upsertLintRule = `let ident = "^[A-Za-z_][A-Za-z0-9_]*$"
+let qualified = "^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)?$"
+let tables = this.tables.or([])
+let names = $tables.map_each(t -> t.name.or(""))
+let table_errs = $tables.map_each(t -> [
+  if !t.name.or("").re_match($qualified) { "tables: %q is not a table name (schema.table, each a letter or _ then letters, digits, _)".format(t.name.or("")) },
+  t.columns.or([]).filter(c -> !c.re_match($ident)).map_each(c -> "tables: %q: column %q is not a plain name (a letter or _ then letters, digits, _)".format(t.name.or(""), c)),
+  t.key_columns.or([]).filter(c -> !t.columns.or([]).contains(c)).map_each(c -> "tables: %q: key column %q is not among its columns".format(t.name.or(""), c)),
+  t.version_columns.or([]).filter(c -> !t.columns.or([]).contains(c)).map_each(c -> "tables: %q: version column %q is not among its columns".format(t.name.or(""), c)),
+  if t.key_columns.or([]).length() == 0 { "tables: %q: key_columns is empty".format(t.name.or("")) },
+]).flatten().flatten().filter(e -> e != null)
+let after_errs = this.after_batch.or([]).map_each(a -> [
+  if !a.column.or("").re_match($ident) { "after_batch: column %q is not a plain name".format(a.column.or("")) },
+  a.tables.or([]).filter(n -> !$names.contains(n)).map_each(n -> "after_batch: table %q is not one of tables".format(n)),
+]).flatten().flatten().filter(e -> e != null)
+let errs = $table_errs.merge($after_errs)
+root = if $errs.length() > 0 { $errs }`
 
 func init() {
 	err := service.RegisterBatchOutput("pg_upsert", upsertSpec(),
