@@ -38,6 +38,7 @@ const (
 	ifStallTimeout    = "stall_timeout"
 	ifWaitForTopics   = "wait_for_topics"
 	ifMergeBatches    = "merge_partition_batches"
+	ifRequireAll      = "require_all_partitions"
 )
 
 func franzInputSpec() *service.ConfigSpec {
@@ -100,6 +101,9 @@ func franzInputSpec() *service.ConfigSpec {
 			Description("Above 0: a read that finds batches of several partitions ready delivers them as one batch, adding ready batches while it holds fewer than this many records (a batch is never split, so the result may exceed it by one partition's batch). Records of one partition stay in order inside it, and acking it acks each part; a nack replays each part, before anything newer of its partition, and a replay is delivered alone (one that keeps failing holds back only its own partition). Fewer, larger batches make each downstream commit carry more (a transaction, an fsync); under a backlog every partition is ready at once. 0 delivers one partition's batch at a time, as Redpanda Connect does.").
 			Default(0).Example(10000).Advanced().
 			LintRule(`root = if this < 0 { [ "merge_partition_batches must be 0 or more" ] }`),
+		service.NewBoolField(ifRequireAll).
+			Description("With a `consumer_group`: deliver records only while this member holds every partition of its `topics`. A pipeline that keeps state on its own disk (`cdc_join`) must see every partition, and no other member may consume what its state needs: while the group gives this member only some partitions (another member joined, perhaps a second copy of the pipeline by mistake), it delivers nothing more, and so commits nothing more, and logs an error every 30 s naming the group; it goes on when it holds them all again. Batches already delivered are acked as usual. Not with `regexp_topics`.").
+			Default(false).Advanced(),
 		service.NewStringField(ifBufferBytes).
 			Description("How many record bytes of one partition are buffered ahead of processing. Above it, fetching of the partition pauses until the buffer has drained to half: memory stays bounded when the output is slow or down.").
 			Default("8MiB").Advanced(),
@@ -216,6 +220,7 @@ type franzInput struct {
 	waitForTopics   bool
 	batchPolicy     service.BatchPolicy
 	mergeUpTo       int // merge_partition_batches; 0: no merging
+	requireAll      bool
 
 	batches chan pendingBatch
 
@@ -244,6 +249,22 @@ type franzConn struct {
 	commitMu sync.Mutex
 	partsMu  sync.Mutex
 	parts    map[topicPartition]*partitionState
+
+	// With require_all_partitions: whole is closed while this member holds
+	// every partition of its topics (a new, open channel replaces it when
+	// it stops holding them all). partialSince: when it last stopped.
+	wholeMu      sync.Mutex
+	whole        chan struct{}
+	partialSince time.Time
+	partialLog   time.Time
+}
+
+// wholeChan returns the channel that is closed while the member holds every
+// partition.
+func (c *franzConn) wholeChan() chan struct{} {
+	c.wholeMu.Lock()
+	defer c.wholeMu.Unlock()
+	return c.whole
 }
 
 func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzInput, error) {
@@ -323,6 +344,12 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 	}
 	if in.mergeUpTo < 0 {
 		return nil, fmt.Errorf("merge_partition_batches must be 0 or more, got %d", in.mergeUpTo)
+	}
+	if in.requireAll, err = conf.FieldBool(ifRequireAll); err != nil {
+		return nil, err
+	}
+	if in.requireAll && (in.group == "" || in.regexpTopics) {
+		return nil, errors.New("require_all_partitions needs a consumer_group and topics named in full (not regexp_topics)")
 	}
 	if in.batchPolicy, err = conf.FieldBatchPolicy(ifBatching); err != nil {
 		return nil, err
@@ -521,7 +548,7 @@ func (in *franzInput) Connect(ctx context.Context) error {
 			return nil
 		}
 	}
-	c := &franzConn{parts: map[topicPartition]*partitionState{}, failed: make(chan struct{})}
+	c := &franzConn{parts: map[topicPartition]*partitionState{}, failed: make(chan struct{}), whole: make(chan struct{}), partialSince: time.Now()}
 	// Callbacks may run before NewClient returns: everything they touch
 	// exists first, and they use the client they are given.
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -604,6 +631,15 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 	in.connMu.Unlock()
 	if c == nil {
 		return nil, nil, service.ErrNotConnected
+	}
+	if in.requireAll {
+		select {
+		case <-c.wholeChan():
+		case <-c.failed:
+			return nil, nil, service.ErrNotConnected
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
 	}
 	if in.mergeUpTo > 0 {
 		in.stashMu.Lock()
@@ -789,7 +825,6 @@ func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topi
 
 func (in *franzInput) onAssigned(c *franzConn, cl *kgo.Client, assigned map[string][]int32) {
 	c.partsMu.Lock()
-	defer c.partsMu.Unlock()
 	for topic, parts := range assigned {
 		for _, part := range parts {
 			tp := topicPartition{topic, part}
@@ -801,8 +836,74 @@ func (in *franzInput) onAssigned(c *franzConn, cl *kgo.Client, assigned map[stri
 	}
 	// Paused partitions stay paused across rebalances: a new ownership
 	// starts with fetching on.
+	c.partsMu.Unlock()
 	cl.ResumeFetchPartitions(assigned)
 	in.log.Infof("kafka_franz: assigned %v", assigned)
+	in.checkWhole(c, cl)
+}
+
+// checkWhole opens or closes the require_all_partitions gate: open while
+// the partitions held are every partition of the topics (as the cluster's
+// metadata has them now). Called after every change of the assignment, and
+// every second while closed (a failed metadata request closes it).
+func (in *franzInput) checkWhole(c *franzConn, cl *kgo.Client) {
+	if !in.requireAll {
+		return
+	}
+	held, total, err := in.holdings(c, cl)
+	c.wholeMu.Lock()
+	defer c.wholeMu.Unlock()
+	isWhole := err == nil && held == total && total > 0
+	select {
+	case <-c.whole:
+		if !isWhole {
+			c.whole = make(chan struct{})
+			c.partialSince, c.partialLog = time.Now(), time.Time{}
+		}
+	default:
+		if isWhole {
+			close(c.whole)
+			if !c.partialLog.IsZero() {
+				in.log.Infof("kafka_franz: this member holds every partition of %v again: consuming", in.topics)
+			}
+			return
+		}
+	}
+	if isWhole || time.Since(c.partialLog) < 30*time.Second || time.Since(c.partialSince) < 5*time.Second {
+		return // a rebalance in progress passes through partial holdings
+	}
+	c.partialLog = time.Now()
+	reason := fmt.Sprintf("it holds %d of the %d partitions of %v", held, total, in.topics)
+	if err != nil {
+		reason = fmt.Sprintf("its partitions cannot be compared with the topics' (%v)", err)
+	}
+	in.log.Errorf("kafka_franz: delivering nothing for %v: %s, and require_all_partitions is set. Is another member in group %q? A pipeline with local state (cdc_join) must run alone in its group: stop the other one.", time.Since(c.partialSince).Round(time.Second), reason, in.group)
+}
+
+// holdings counts the partitions this member holds of its topics, and
+// theirs in all.
+func (in *franzInput) holdings(c *franzConn, cl *kgo.Client) (held, total int, err error) {
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(cl).ListTopics(ctx, in.topics...)
+	if err != nil {
+		return 0, 0, fmt.Errorf("listing topics: %w", err)
+	}
+	c.partsMu.Lock()
+	defer c.partsMu.Unlock()
+	for _, t := range in.topics {
+		d, ok := details[t]
+		if !ok || d.Err != nil {
+			continue // not there yet (wait_for_topics): nothing to hold
+		}
+		for p := range d.Partitions {
+			total++
+			if _, ok := c.parts[topicPartition{t, p}]; ok {
+				held++
+			}
+		}
+	}
+	return held, total, nil
 }
 
 // onRevoked commits what is acked of the revoked partitions, then drops
@@ -821,6 +922,7 @@ func (in *franzInput) onRevoked(ctx context.Context, c *franzConn, cl *kgo.Clien
 	if len(set) > 0 {
 		in.log.Infof("kafka_franz: revoked %v", revoked)
 	}
+	in.checkWhole(c, cl)
 }
 
 // onLost drops partitions without committing: the group already gave them
@@ -836,6 +938,7 @@ func (in *franzInput) onLost(c *franzConn, cl *kgo.Client, lost map[string][]int
 	defer c.commitMu.Unlock()
 	in.dropPartitions(c, cl, set)
 	in.log.Warnf("kafka_franz: lost partitions %v; their in-flight batches are dropped and will be redelivered to their new owner", lost)
+	in.checkWhole(c, cl)
 }
 
 func (in *franzInput) dropPartitions(c *franzConn, cl *kgo.Client, set map[topicPartition]bool) {
@@ -870,6 +973,11 @@ func (in *franzInput) commitLoop(c *franzConn) {
 			}
 		case <-watch.C:
 			in.watchLag(c)
+			select {
+			case <-c.wholeChan():
+			default:
+				in.checkWhole(c, c.client)
+			}
 		}
 	}
 }

@@ -379,3 +379,59 @@ http: { enabled: false }
 	}
 	t.Logf("run 1 wrote %d records before SIGKILL; run 2 delivered %d", len(written), len(again))
 }
+
+// TestInputRequireAllPartitions: with require_all_partitions, a member
+// delivers only while it holds every partition. A second member in the
+// group (a second copy of a pipeline with local state) makes both deliver
+// nothing, and commit nothing, until it leaves; then the first goes on
+// from where it was.
+func TestInputRequireAllPartitions(t *testing.T) {
+	s := inStack(t)
+	const topic, parts = "require-all", 2
+	inCreateTopic(t, s.Brokers, topic, parts)
+	inProduce(t, s.Brokers, topic, parts, 3)
+	cfg := groupConfig(s.Brokers, topic, "require-all-g", "require_all_partitions: true\nbatching: { count: 3 }")
+
+	a := newTestInput(t, cfg)
+	connect(t, a)
+	for range parts { // alone: it holds both partitions, and delivers
+		rb := read(t, a, 15*time.Second)
+		if err := rb.ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b := newTestInput(t, cfg)
+	connect(t, b)
+	deadline := time.Now().Add(20 * time.Second)
+	for (len(ownedPartitions(a)) == parts || len(ownedPartitions(b)) == 0) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(ownedPartitions(a)) == parts {
+		t.Fatal("no partition moved to the second member within 20s")
+	}
+	inProduce(t, s.Brokers, topic, parts, 3)
+	for name, in := range map[string]*franzInput{"first": a, "second": b} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		batch, _, err := in.ReadBatch(ctx)
+		cancel()
+		if err == nil {
+			t.Errorf("the %s member delivered %d records while holding only some partitions", name, len(batch))
+		}
+	}
+
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for got < parts*3 { // the first member holds both again: the new records
+		rb := read(t, a, 20*time.Second)
+		for _, o := range rb.offsets {
+			if o < 3 {
+				t.Errorf("partition %d offset %d delivered again: it was acked and committed", rb.partition, o)
+			}
+		}
+		got += len(rb.offsets)
+		_ = rb.ack(context.Background(), nil)
+	}
+}
