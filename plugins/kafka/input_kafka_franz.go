@@ -250,21 +250,49 @@ type franzConn struct {
 	partsMu  sync.Mutex
 	parts    map[topicPartition]*partitionState
 
-	// With require_all_partitions: whole is closed while this member holds
-	// every partition of its topics (a new, open channel replaces it when
-	// it stops holding them all). partialSince: when it last stopped.
+	// gen counts changes of parts (under partsMu): a holdings count made
+	// across a change is discarded.
+	gen uint64
+
+	// With require_all_partitions, the gate: whole is closed while this
+	// member holds every partition of its topics, partial while it does
+	// not (each is replaced by a new, open channel when the other closes).
 	wholeMu      sync.Mutex
 	whole        chan struct{}
+	partial      chan struct{}
 	partialSince time.Time
 	partialLog   time.Time
 }
 
-// wholeChan returns the channel that is closed while the member holds every
-// partition.
-func (c *franzConn) wholeChan() chan struct{} {
+// gate returns the gate's channels: whole is closed while the member
+// holds every partition, partial while it does not.
+func (c *franzConn) gate() (whole, partial chan struct{}) {
 	c.wholeMu.Lock()
 	defer c.wholeMu.Unlock()
-	return c.whole
+	return c.whole, c.partial
+}
+
+// isPartial reports the gate closed.
+func (c *franzConn) isPartial() bool {
+	_, partial := c.gate()
+	select {
+	case <-partial:
+		return true
+	default:
+		return false
+	}
+}
+
+// setPartialLocked closes the gate (wholeMu held).
+func (c *franzConn) setPartialLocked() {
+	select {
+	case <-c.partial:
+		return // already
+	default:
+	}
+	close(c.partial)
+	c.whole = make(chan struct{})
+	c.partialSince, c.partialLog = time.Now(), time.Time{}
 }
 
 func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzInput, error) {
@@ -548,7 +576,9 @@ func (in *franzInput) Connect(ctx context.Context) error {
 			return nil
 		}
 	}
-	c := &franzConn{parts: map[topicPartition]*partitionState{}, failed: make(chan struct{}), whole: make(chan struct{}), partialSince: time.Now()}
+	c := &franzConn{parts: map[topicPartition]*partitionState{}, failed: make(chan struct{}),
+		whole: make(chan struct{}), partial: make(chan struct{}), partialSince: time.Now()}
+	close(c.partial) // holding nothing yet
 	// Callbacks may run before NewClient returns: everything they touch
 	// exists first, and they use the client they are given.
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -632,16 +662,22 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 	if c == nil {
 		return nil, nil, service.ErrNotConnected
 	}
-	if in.requireAll {
-		select {
-		case <-c.wholeChan():
-		case <-c.failed:
-			return nil, nil, service.ErrNotConnected
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
+	for {
+		var partial chan struct{} // nil (never ready) without require_all_partitions
+		if in.requireAll {
+			var whole chan struct{}
+			whole, partial = c.gate()
+			select {
+			case <-whole:
+			case <-c.failed:
+				return nil, nil, service.ErrNotConnected
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			}
+			if _, partial = c.gate(); c.isPartial() {
+				continue // closed again meanwhile
+			}
 		}
-	}
-	if in.mergeUpTo > 0 {
 		in.stashMu.Lock()
 		pb := in.stash
 		in.stash = nil
@@ -649,21 +685,32 @@ func (in *franzInput) ReadBatch(ctx context.Context) (service.MessageBatch, serv
 		if pb != nil && !pb.stale() {
 			return pb.msgs, pb.ack, nil
 		}
-	}
-	for {
-		select {
-		case pb := <-in.batches:
-			if pb.stale() {
-				continue
+	read:
+		for {
+			select {
+			case pb := <-in.batches:
+				if pb.stale() {
+					continue
+				}
+				if in.requireAll && c.isPartial() {
+					// Taken as the gate closed: delivered first once it
+					// opens again (unless its partition is gone by then).
+					in.stashMu.Lock()
+					in.stash = &pb
+					in.stashMu.Unlock()
+					break read
+				}
+				if in.mergeUpTo > 0 && !pb.replay {
+					pb = in.mergeReady(pb)
+				}
+				return pb.msgs, pb.ack, nil
+			case <-partial:
+				break read // wait for the gate to open again
+			case <-c.failed:
+				return nil, nil, service.ErrNotConnected
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
 			}
-			if in.mergeUpTo > 0 && !pb.replay {
-				pb = in.mergeReady(pb)
-			}
-			return pb.msgs, pb.ack, nil
-		case <-c.failed:
-			return nil, nil, service.ErrNotConnected
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
 		}
 	}
 }
@@ -825,6 +872,7 @@ func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topi
 
 func (in *franzInput) onAssigned(c *franzConn, cl *kgo.Client, assigned map[string][]int32) {
 	c.partsMu.Lock()
+	c.gen++
 	for topic, parts := range assigned {
 		for _, part := range parts {
 			tp := topicPartition{topic, part}
@@ -844,66 +892,77 @@ func (in *franzInput) onAssigned(c *franzConn, cl *kgo.Client, assigned map[stri
 
 // checkWhole opens or closes the require_all_partitions gate: open while
 // the partitions held are every partition of the topics (as the cluster's
-// metadata has them now). Called after every change of the assignment, and
-// every second while closed (a failed metadata request closes it).
+// metadata has them now). Called after partitions are assigned, and every
+// second while the gate is closed.
 func (in *franzInput) checkWhole(c *franzConn, cl *kgo.Client) {
 	if !in.requireAll {
 		return
 	}
-	held, total, err := in.holdings(c, cl)
+	c.partsMu.Lock()
+	gen := c.gen
+	c.partsMu.Unlock()
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	details, err := kadm.NewClient(cl).ListTopics(ctx, in.topics...)
+	cancel()
+
 	c.wholeMu.Lock()
 	defer c.wholeMu.Unlock()
-	isWhole := err == nil && held == total && total > 0
-	select {
-	case <-c.whole:
-		if !isWhole {
-			c.whole = make(chan struct{})
-			c.partialSince, c.partialLog = time.Now(), time.Time{}
+	c.partsMu.Lock()
+	if c.gen != gen {
+		c.partsMu.Unlock()
+		return // the assignment changed meanwhile: whoever changed it checks again
+	}
+	held, total := 0, 0
+	if err == nil {
+		for _, t := range in.topics {
+			d, ok := details[t]
+			if !ok || d.Err != nil {
+				continue // not there yet (wait_for_topics): nothing to hold
+			}
+			for p := range d.Partitions {
+				total++
+				if _, ok := c.parts[topicPartition{t, p}]; ok {
+					held++
+				}
+			}
 		}
-	default:
-		if isWhole {
+	}
+	c.partsMu.Unlock()
+	if err == nil && held == total && total > 0 {
+		select {
+		case <-c.whole:
+		default:
 			close(c.whole)
+			c.partial = make(chan struct{})
 			if !c.partialLog.IsZero() {
 				in.log.Infof("kafka_franz: this member holds every partition of %v again: consuming", in.topics)
 			}
-			return
 		}
+		return
 	}
-	if isWhole || time.Since(c.partialLog) < 30*time.Second || time.Since(c.partialSince) < 5*time.Second {
+	c.setPartialLocked()
+	if time.Since(c.partialLog) < 30*time.Second || time.Since(c.partialSince) < 5*time.Second {
 		return // a rebalance in progress passes through partial holdings
 	}
 	c.partialLog = time.Now()
-	reason := fmt.Sprintf("it holds %d of the %d partitions of %v", held, total, in.topics)
-	if err != nil {
-		reason = fmt.Sprintf("its partitions cannot be compared with the topics' (%v)", err)
+	switch {
+	case err != nil:
+		in.log.Errorf("kafka_franz: delivering nothing for %v: this member's partitions cannot be compared with the topics' (require_all_partitions): listing topics: %v", time.Since(c.partialSince).Round(time.Second), err)
+	case total == 0:
+		in.log.Warnf("kafka_franz: waiting for topics %v to exist (require_all_partitions: delivering once this member holds all their partitions)", in.topics)
+	default:
+		in.log.Errorf("kafka_franz: delivering nothing for %v: this member holds %d of the %d partitions of %v, and require_all_partitions is set. Is another member in group %q? A pipeline with local state (cdc_join) must run alone in its group: stop the other one.", time.Since(c.partialSince).Round(time.Second), held, total, in.topics, in.group)
 	}
-	in.log.Errorf("kafka_franz: delivering nothing for %v: %s, and require_all_partitions is set. Is another member in group %q? A pipeline with local state (cdc_join) must run alone in its group: stop the other one.", time.Since(c.partialSince).Round(time.Second), reason, in.group)
 }
 
-// holdings counts the partitions this member holds of its topics, and
-// theirs in all.
-func (in *franzInput) holdings(c *franzConn, cl *kgo.Client) (held, total int, err error) {
-	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-	defer cancel()
-	details, err := kadm.NewClient(cl).ListTopics(ctx, in.topics...)
-	if err != nil {
-		return 0, 0, fmt.Errorf("listing topics: %w", err)
+// closeGate closes the require_all_partitions gate: partitions are going.
+func (in *franzInput) closeGate(c *franzConn) {
+	if !in.requireAll {
+		return
 	}
-	c.partsMu.Lock()
-	defer c.partsMu.Unlock()
-	for _, t := range in.topics {
-		d, ok := details[t]
-		if !ok || d.Err != nil {
-			continue // not there yet (wait_for_topics): nothing to hold
-		}
-		for p := range d.Partitions {
-			total++
-			if _, ok := c.parts[topicPartition{t, p}]; ok {
-				held++
-			}
-		}
-	}
-	return held, total, nil
+	c.wholeMu.Lock()
+	defer c.wholeMu.Unlock()
+	c.setPartialLocked()
 }
 
 // onRevoked commits what is acked of the revoked partitions, then drops
@@ -915,6 +974,9 @@ func (in *franzInput) onRevoked(ctx context.Context, c *franzConn, cl *kgo.Clien
 			set[topicPartition{topic, part}] = true
 		}
 	}
+	if len(set) > 0 {
+		in.closeGate(c) // a member that loses partitions cannot hold them all
+	}
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
 	in.commitLocked(ctx, c, cl, set)
@@ -922,7 +984,6 @@ func (in *franzInput) onRevoked(ctx context.Context, c *franzConn, cl *kgo.Clien
 	if len(set) > 0 {
 		in.log.Infof("kafka_franz: revoked %v", revoked)
 	}
-	in.checkWhole(c, cl)
 }
 
 // onLost drops partitions without committing: the group already gave them
@@ -934,15 +995,16 @@ func (in *franzInput) onLost(c *franzConn, cl *kgo.Client, lost map[string][]int
 			set[topicPartition{topic, part}] = true
 		}
 	}
+	in.closeGate(c)
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
 	in.dropPartitions(c, cl, set)
 	in.log.Warnf("kafka_franz: lost partitions %v; their in-flight batches are dropped and will be redelivered to their new owner", lost)
-	in.checkWhole(c, cl)
 }
 
 func (in *franzInput) dropPartitions(c *franzConn, cl *kgo.Client, set map[topicPartition]bool) {
 	c.partsMu.Lock()
+	c.gen++
 	resume := map[string][]int32{}
 	for tp := range set {
 		if p, ok := c.parts[tp]; ok {
@@ -973,9 +1035,7 @@ func (in *franzInput) commitLoop(c *franzConn) {
 			}
 		case <-watch.C:
 			in.watchLag(c)
-			select {
-			case <-c.wholeChan():
-			default:
+			if in.requireAll && c.isPartial() {
 				in.checkWhole(c, c.client)
 			}
 		}

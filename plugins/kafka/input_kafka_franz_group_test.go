@@ -435,3 +435,58 @@ func TestInputRequireAllPartitions(t *testing.T) {
 		_ = rb.ack(context.Background(), nil)
 	}
 }
+
+// TestInputRequireAllStopsAWaitingRead: a read already waiting when the
+// member loses a partition (a caught-up pipeline always has one) delivers
+// nothing of the partitions it keeps either.
+func TestInputRequireAllStopsAWaitingRead(t *testing.T) {
+	s := inStack(t)
+	const topic, parts = "require-all-waiting", 2
+	inCreateTopic(t, s.Brokers, topic, parts)
+	inProduce(t, s.Brokers, topic, parts, 3)
+	cfg := groupConfig(s.Brokers, topic, "require-all-waiting-g", "require_all_partitions: true\nbatching: { count: 3 }")
+	a := newTestInput(t, cfg)
+	connect(t, a)
+	for range parts {
+		if err := read(t, a, 15*time.Second).ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	got := make(chan result, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	go func() { b, _, err := a.ReadBatch(ctx); got <- result{len(b), err} }()
+	time.Sleep(300 * time.Millisecond) // the read waits, caught up
+
+	b := newTestInput(t, cfg)
+	connect(t, b)
+	for deadline := time.Now().Add(20 * time.Second); (len(ownedPartitions(a)) == parts || len(ownedPartitions(b)) == 0) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(ownedPartitions(a)) == parts {
+		t.Fatal("no partition moved to the second member within 20s")
+	}
+	time.Sleep(500 * time.Millisecond)
+	inProduce(t, s.Brokers, topic, parts, 3)
+	select {
+	case r := <-got:
+		t.Fatalf("the waiting read returned %d records (%v) while the member held %d of %d partitions", r.n, r.err, len(ownedPartitions(a)), parts)
+	case <-time.After(3 * time.Second):
+	}
+	// The second member leaves: the waiting read delivers the new records.
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r.err != nil || r.n == 0 {
+			t.Fatalf("after the second member left: %d records, %v", r.n, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiting read delivered nothing 30 s after the second member left")
+	}
+}
