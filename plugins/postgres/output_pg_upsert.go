@@ -43,14 +43,17 @@ statement carries per-row parameters, so there is no 65,535-parameter limit. `+"
 same transaction with the affected values of a column (before and after the batch's changes) bound as `+"`$1`"+`,
 a `+"`text[]`"+`.
 
-Errors: a row that PostgreSQL refuses (data exceptions 22xxx, constraint violations 23xxx, 21000, an index row
-over its limit 54000, an exception raised by a trigger P0001), or that cannot be mapped, is isolated by bisecting
-the batch within the transaction (savepoints) and returned as a batch error naming exactly those messages, so only
-they go to the dead-letter path and the rest commits. Any other failure is not the data's: the transaction is
-rolled back and retried with backoff until it commits or the output is stopped; nothing is acknowledged before.
-Transient ones (connection lost, serialization failure, deadlock, admin shutdown, too many connections, timeouts)
-are logged as warnings; the others (a read-only server, a refused password, a missing table or function) as errors,
-since they last until someone acts. `+"`pg_upsert_retries`"+` counts both.
+Errors: a row that PostgreSQL refuses for its data (data exceptions 22xxx, constraint violations 23xxx, 21000,
+limits 54xxx, a view's check option 44000, an error raised by a function or trigger it ran: P0xxx, 2Fxxx, 38xxx,
+39xxx, 27000), or that cannot be mapped, is isolated by bisecting the batch within the transaction (savepoints, the
+`+"`after_batch`"+` statements run in each) and returned as a batch error naming exactly those messages, so only they go
+to the dead-letter path and the rest commits. A transient failure (connection lost, serialization failure,
+deadlock, admin shutdown, too many connections) rolls the transaction back and retries it with backoff. Any other
+failure (a statement timeout, an error class of its own) is bisected too: where some messages can be written and
+others not, those others are the batch error; where none can (a read-only server, a refused password, a missing
+table or function), the batch is held and retried with backoff until
+it commits or the output stops, logged as an error: it lasts until someone acts. Nothing is acknowledged before it
+commits. `+"`pg_upsert_retries`"+` counts the retries.
 
 Table and column names are validated (each part `+"`^[A-Za-z_][A-Za-z0-9_]*$`"+`) and always quoted; values are never
 part of the SQL text. The DSN is a secret: its password appears in no log line, error or `+"`echo`"+` output.`).

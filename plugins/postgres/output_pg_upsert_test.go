@@ -451,11 +451,114 @@ func TestFailureNotARowsHoldsTheBatch(t *testing.T) {
 	check(t, "written once the database took writes", accounts(t, conn), "1:7:1.00:1/1")
 }
 
+// A failure of no known row class that only some messages cause (here a
+// trigger's own error code) is traced to them by bisecting; one that every
+// message causes holds the batch until it goes away.
+func TestUnknownFailureIsBisected(t *testing.T) {
+	u, conn := testOutput(t)
+	ctx := context.Background()
+	_, err := conn.Exec(ctx, `
+		CREATE FUNCTION ods.picky() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.customer_id = 13 OR (SELECT count(*) FROM ods.pickiness) > 0 THEN
+			RAISE EXCEPTION 'customer % is refused', NEW.customer_id USING ERRCODE = 'OD001'; END IF; RETURN NEW; END $$;
+		CREATE TABLE ods.pickiness (on_ int);
+		CREATE TRIGGER picky BEFORE INSERT OR UPDATE ON ods.customer_account FOR EACH ROW EXECUTE FUNCTION ods.picky();`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := service.MessageBatch{acct("1", 12, "1.00", 1, 1), acct("2", 13, "2.00", 1, 1), acct("3", 14, "3.00", 1, 1)}
+	if got := failedIndexes(u.WriteBatch(ctx, batch)); fmt.Sprint(got) != "[1]" {
+		t.Errorf("refused messages %v, want [1]", got)
+	}
+	check(t, "the others committed", accounts(t, conn), "1:12:1.00:1/1 3:14:3.00:1/1")
+
+	// Now every row is refused: not the messages' doing, the batch waits.
+	if _, err := conn.Exec(ctx, `INSERT INTO ods.pickiness VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	before := u.retriesSeen.Load()
+	done := make(chan error, 1)
+	go func() { done <- u.WriteBatch(ctx, service.MessageBatch{acct("4", 15, "4.00", 1, 1), acct("5", 16, "5.00", 1, 1)}) }()
+	for deadline := time.Now().Add(20 * time.Second); u.retriesSeen.Load() < before+2; {
+		select {
+		case err := <-done:
+			t.Fatalf("WriteBatch with every row refused returned %v, want it to hold the batch", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no retries in 20 s")
+		}
+	}
+	if _, err := conn.Exec(ctx, `TRUNCATE ods.pickiness`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("WriteBatch once the rows are taken: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the batch was not written 30 s after the rows were taken again")
+	}
+	check(t, "written once taken", accounts(t, conn), "1:12:1.00:1/1 3:14:3.00:1/1 4:15:4.00:1/1 5:16:5.00:1/1")
+}
+
+// A statement timeout on a large batch is not its messages' fault: smaller
+// statements (bisecting) get it written, every message of it.
+func TestStatementTimeoutIsBisected(t *testing.T) {
+	dsn := newDB(t)
+	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
+	conf := fmt.Sprintf(upsertConfig, dsn+"&options=-c%20statement_timeout%3D300", indented)
+	// An after_batch statement that takes 4 ms per value: 200 values time out, 50 do not.
+	conf = strings.Replace(conf, "INSERT INTO ods.refreshed (customer_id) SELECT unnest($1::text[]::int[])",
+		"SELECT pg_sleep(0.004 * cardinality($1::text[]))", 1)
+	u := newOutput(t, conf)
+	var batch service.MessageBatch
+	for i := range 200 {
+		batch = append(batch, acct(fmt.Sprint(1000+i), 1000+i, "1.00", 1, 1))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := u.WriteBatch(ctx, batch); err != nil {
+		t.Fatalf("WriteBatch: %v", err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM ods.customer_account`).Scan(&n); err != nil || n != 200 {
+		t.Errorf("%d rows written (%v), want 200", n, err)
+	}
+}
+
+// after_batch statements that fail whatever they are given (a function
+// missing from the database) hold the batch instead of dead-lettering all
+// of it.
+func TestAfterBatchFailingForEverythingHoldsTheBatch(t *testing.T) {
+	dsn := newDB(t)
+	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
+	conf := fmt.Sprintf(upsertConfig, dsn, indented)
+	conf = strings.Replace(conf, "INSERT INTO ods.refreshed (customer_id) SELECT unnest($1::text[]::int[])",
+		"SELECT ods.no_such_refresh($1::text[])", 1)
+	u := newOutput(t, conf)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := u.WriteBatch(ctx, service.MessageBatch{acct("1", 12, "1.00", 1, 1), acct("2", 13, "2.00", 1, 1)})
+	var berr *service.BatchError
+	if err == nil || errors.As(err, &berr) || u.retriesSeen.Load() == 0 {
+		t.Fatalf("WriteBatch: %v after %d retries; want the batch held (retried until cancelled), not handed to the dead-letter path", err, u.retriesSeen.Load())
+	}
+}
+
 func TestErrorClasses(t *testing.T) {
 	for code, want := range map[string][2]bool{ // {transient, rowError}
 		"08006": {true, false}, "40P01": {true, false}, "53300": {true, false}, "57P01": {true, false}, "55P03": {true, false},
 		"57014": {false, false}, "25006": {false, false}, "28P01": {false, false}, "42P01": {false, false}, "XX000": {false, false},
 		"22012": {false, true}, "23505": {false, true}, "21000": {false, true}, "54000": {false, true}, "P0001": {false, true},
+		"54001": {false, true}, "P0002": {false, true}, "P0004": {false, true}, "2F005": {false, true}, "38001": {false, true},
+		"39001": {false, true}, "27000": {false, true}, "44000": {false, true}, "OD001": {false, false},
 	} {
 		err := fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: code})
 		if got := [2]bool{transient(err), rowError(err)}; got != want {

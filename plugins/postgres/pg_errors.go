@@ -28,7 +28,7 @@ func transient(err error) bool {
 			"53", // insufficient resources: too many connections, disk full
 			"57": // operator intervention: admin shutdown, cannot connect now
 			// …but not a statement timeout (57014): the same batch would
-			// time out again.
+			// time out again; bisecting makes its statements smaller.
 			return pgErr.Code != "57014"
 		}
 		return pgErr.Code == "55P03" // lock not available
@@ -57,8 +57,11 @@ func isClosedConn(err error) bool {
 // rowError reports PostgreSQL refusing a row's data: a data exception
 // (22xxx: bad number, value too long, bad date), an integrity constraint
 // violation (23xxx: not null, check, foreign key), a value over a limit
-// (54000: an index row larger than a page), or an exception a trigger
-// raised (P0001).
+// (54xxx: an index row larger than a page, JSON nested too deep), a check
+// option of a view (44000), or an error raised in a function or trigger
+// that a row ran (P0xxx: RAISE, no or too many rows INTO STRICT, ASSERT;
+// 2Fxxx, 38xxx, 39xxx: routine exceptions; 27000: a triggered change
+// violation).
 func rowError(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
@@ -66,8 +69,12 @@ func rowError(err error) bool {
 	}
 	switch pgErr.Code {
 	case "21000", // "ON CONFLICT DO UPDATE command cannot affect row a second time": two changes of one key the reduction took for two
-		"54000", "P0001":
+		"27000", "44000":
 		return true
 	}
-	return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23"
+	switch pgErr.Code[:2] {
+	case "22", "23", "54", "P0", "2F", "38", "39":
+		return true
+	}
+	return false
 }

@@ -356,6 +356,13 @@ func (u *upsert) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 		if ctx.Err() != nil {
 			return fmt.Errorf("pg_upsert: batch not written: %w", err)
 		}
+		if !transient(err) && !bisect {
+			// Not a known row error, but perhaps one message's doing (a
+			// statement timeout on a large batch, an error class of a
+			// user's trigger): bisecting tells (see writeOnce).
+			bisect = true
+			continue
+		}
 		if pool = u.currentPool(); pool == nil {
 			return service.ErrNotConnected // closed meanwhile
 		}
@@ -399,11 +406,14 @@ var errRowRefused = errors.New("a row was refused")
 type writeResult struct {
 	written, deleted, refused int64
 	failed                    map[int]error
+	// unattributed: the failed messages whose failure is not known to be
+	// their data's (an error outside rowError's classes).
+	unattributed map[int]bool
 	collected                 map[*tableConf]map[string]map[string]struct{} // table → column → values
 }
 
 func newWriteResult() *writeResult {
-	return &writeResult{failed: map[int]error{}, collected: map[*tableConf]map[string]map[string]struct{}{}}
+	return &writeResult{failed: map[int]error{}, unattributed: map[int]bool{}, collected: map[*tableConf]map[string]map[string]struct{}{}}
 }
 
 func (r *writeResult) merge(o *writeResult) {
@@ -459,6 +469,16 @@ func (u *upsert) writeOnce(ctx context.Context, pool *pgxpool.Pool, changes []*r
 	if bisect {
 		if err := u.applyBisect(ctx, tx, changes, res); err != nil {
 			return nil, err
+		}
+		if len(changes) > 0 && len(res.failed) == len(changes) && len(res.unattributed) == len(changes) {
+			// No message could be written, and no failure is of a row
+			// error's class: the database's or the configuration's
+			// problem (a missing function), not the messages'. Hold the
+			// batch. (A batch of one message failing so is held too:
+			// there is nothing to compare it with.)
+			for _, err := range res.failed {
+				return nil, fmt.Errorf("no message of the batch can be written, and not for its data: %w", err)
+			}
 		}
 	} else if err := u.apply(ctx, tx, changes, res); err != nil {
 		if rowError(err) {
@@ -554,11 +574,14 @@ func (u *upsert) applyBisect(ctx context.Context, tx pgx.Tx, changes []*rowChang
 	if rerr := sp.Rollback(ctx); rerr != nil {
 		return fmt.Errorf("%w (and rolling back to the savepoint: %w)", err, rerr)
 	}
-	if !rowError(err) {
-		return err
+	if transient(err) {
+		return err // the connection's: the whole transaction again
 	}
 	if len(changes) == 1 {
 		res.failed[changes[0].idx] = fmt.Errorf("pg_upsert: %s of %s refused: %w", opName(changes[0].op), changes[0].table.name, err)
+		if !rowError(err) {
+			res.unattributed[changes[0].idx] = true
+		}
 		return nil
 	}
 	mid := len(changes) / 2
