@@ -478,7 +478,9 @@ func TestUnknownFailureIsBisected(t *testing.T) {
 	}
 	before := u.retriesSeen.Load()
 	done := make(chan error, 1)
-	go func() { done <- u.WriteBatch(ctx, service.MessageBatch{acct("4", 15, "4.00", 1, 1), acct("5", 16, "5.00", 1, 1)}) }()
+	go func() {
+		done <- u.WriteBatch(ctx, service.MessageBatch{acct("4", 15, "4.00", 1, 1), acct("5", 16, "5.00", 1, 1)})
+	}()
 	for deadline := time.Now().Add(20 * time.Second); u.retriesSeen.Load() < before+2; {
 		select {
 		case err := <-done:

@@ -409,7 +409,7 @@ type writeResult struct {
 	// unattributed: the failed messages whose failure is not known to be
 	// their data's (an error outside rowError's classes).
 	unattributed map[int]bool
-	collected                 map[*tableConf]map[string]map[string]struct{} // table → column → values
+	collected    map[*tableConf]map[string]map[string]struct{} // table → column → values
 }
 
 func newWriteResult() *writeResult {
