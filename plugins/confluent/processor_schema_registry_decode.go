@@ -62,8 +62,8 @@ An empty message (a Kafka tombstone) passes through unchanged, so that a later `
 Anything else that cannot be decoded — a wrong magic byte, an unknown schema id, truncated Avro, a non-Avro schema,
 the registry unreachable beyond `+"`retry_max_elapsed`"+` — leaves the message unchanged and marks it errored with
 the reason, for a `+"`catch`"+` or a dead-letter output to handle. During a registry outage the messages that need
-a schema not yet cached wait for one retry budget together, not one each: a failed fetch answers for its schema id
-for 10 s. A message that an earlier processor marked errored is passed on untouched, its error kept, so a chain of
+a schema not yet cached wait for one retry budget together, not one each (the next batch waits again: the pipeline
+is held, not emptied into the dead-letter topic). A message that an earlier processor marked errored is passed on untouched, its error kept, so a chain of
 processors that fail messages needs no `+"`try`"+` (which would split the batch into single messages). Stopped
 while the registry is being waited for (the pipeline's hard stop), it marks the batch's messages errored with the
 stop as the reason: the outputs are stopped too by then (this binary's `+"`kafka_franz`"+` output writes nothing once
@@ -155,11 +155,16 @@ func schemaID(b []byte) (int, error) {
 // processor failed passes unchanged, its error kept; one that cannot be
 // decoded is marked errored, left as it was, and passed on.
 func (p *decodeProcessor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	// The schema ids whose fetch failed in this batch (a 404 aside): the
+	// batch's other messages of them fail with the same error at once, so
+	// that a registry outage costs a batch one retry budget per id, not one
+	// per message. The next batch tries again.
+	unavailable := map[int]error{}
 	for _, msg := range batch {
 		if msg.GetError() != nil {
 			continue
 		}
-		if _, err := p.Process(ctx, msg); err != nil {
+		if err := p.decode(ctx, msg, unavailable); err != nil {
 			if ctx.Err() != nil {
 				// Shutting down while the registry was being waited for:
 				// not the message's fault. Failing the batch leaves it
@@ -174,28 +179,43 @@ func (p *decodeProcessor) ProcessBatch(ctx context.Context, batch service.Messag
 
 // Process decodes one message in place, or returns why it cannot be.
 func (p *decodeProcessor) Process(ctx context.Context, msg *service.Message) (service.MessageBatch, error) {
+	if err := p.decode(ctx, msg, nil); err != nil {
+		return nil, err
+	}
+	return service.MessageBatch{msg}, nil
+}
+
+// decode decodes msg in place. unavailable, when not nil, holds the schema
+// ids whose fetch failed (see ProcessBatch).
+func (p *decodeProcessor) decode(ctx context.Context, msg *service.Message, unavailable map[int]error) error {
 	b, err := msg.AsBytes()
 	if err != nil {
-		return nil, fmt.Errorf("reading message: %w", err)
+		return fmt.Errorf("reading message: %w", err)
 	}
 	if len(b) == 0 {
-		return service.MessageBatch{msg}, nil // a tombstone: nothing to decode
+		return nil // a tombstone: nothing to decode
 	}
 	id, err := schemaID(b)
 	if err != nil {
-		return nil, err
+		return err
+	}
+	if err, ok := unavailable[id]; ok {
+		return err
 	}
 	entry, err := p.codec(ctx, id)
 	if err != nil {
-		return nil, err
+		if unavailable != nil && !errors.Is(err, errNotFound) && ctx.Err() == nil {
+			unavailable[id] = err
+		}
+		return err
 	}
 	v, err := entry.codec.Decode(b[5:])
 	if err != nil {
-		return nil, fmt.Errorf("decoding avro with schema id %d: %w", id, err)
+		return fmt.Errorf("decoding avro with schema id %d: %w", id, err)
 	}
 	msg.SetStructuredMut(v)
 	msg.MetaSetMut("schema_id", id)
-	return service.MessageBatch{msg}, nil
+	return nil
 }
 
 // codec returns the decoder for id, fetching and compiling it once.

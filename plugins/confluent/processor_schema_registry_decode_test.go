@@ -534,6 +534,43 @@ func TestDecodeOutageCostsOneBudgetPerBatch(t *testing.T) {
 	if n := hits.Load(); n > 2*one {
 		t.Errorf("a batch of 20 messages of one schema made %d requests during the outage; one message alone makes %d", n, one)
 	}
+	// The next batch waits for the registry again (the pipeline is held,
+	// not emptied into the dead-letter topic).
+	hits.Store(0)
+	if _, err := p.ProcessBatch(context.Background(), service.MessageBatch{service.NewMessage(wire(7, []byte{0x0E}))}); err != nil {
+		t.Fatal(err)
+	}
+	if n := hits.Load(); n < one {
+		t.Errorf("the next batch made %d requests; one message alone makes %d: it did not wait for the registry", n, one)
+	}
+}
+
+// A schema the registry did not have (404) is asked for again by the next
+// message: it may have been registered since (a follower answering before
+// the leader's write reached it).
+func TestDecodeAsksAgainAfterNotFound(t *testing.T) {
+	reg := newRegistry(t)
+	p := newTestDecoder(t, "url: "+reg.URL)
+	schema := `{"type":"record","name":"K","fields":[{"name":"id","type":"int"}]}`
+	batch := service.MessageBatch{service.NewMessage(wire(1, []byte{0x0E}))}
+	out, err := p.ProcessBatch(context.Background(), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0][0].GetError() == nil {
+		t.Fatal("decoded with a schema the registry does not have")
+	}
+	if id := reg.register(t, "k-value", schema); id != 1 {
+		t.Fatalf("registered as id %d, want 1", id)
+	}
+	msg := service.NewMessage(wire(1, []byte{0x0E}))
+	out, err = p.ProcessBatch(context.Background(), service.MessageBatch{msg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := out[0][0].GetError(); err != nil {
+		t.Fatalf("the schema is registered now, decode still fails: %v", err)
+	}
 }
 
 func TestDecodeWithBasicAuth(t *testing.T) {

@@ -258,25 +258,13 @@ type compiled struct {
 // moment: the first caller loads, the others wait for its result. An entry
 // older than maxAge is loaded again; if that fails, the old entry is kept
 // (a schema id never changes meaning) and the error is returned beside it
-// for logging. A first load that failed is remembered for
-// failedLoadKept: the messages that need the key meanwhile get its error
-// at once, instead of each spending a retry budget of its own (a batch of
-// thousands during a registry outage would wait thousands of budgets).
+// for logging.
 type schemaCache[K comparable] struct {
 	maxAge time.Duration
 
 	mu       sync.RWMutex
 	entries  map[K]*compiled
 	inflight map[K]*flight
-	failed   map[K]failedLoad
-}
-
-// failedLoadKept is how long a failed first load of a key answers for it.
-const failedLoadKept = 10 * time.Second
-
-type failedLoad struct {
-	err error
-	at  time.Time
 }
 
 type flight struct {
@@ -286,7 +274,7 @@ type flight struct {
 }
 
 func newSchemaCache[K comparable](maxAge time.Duration) *schemaCache[K] {
-	return &schemaCache[K]{maxAge: maxAge, entries: map[K]*compiled{}, inflight: map[K]*flight{}, failed: map[K]failedLoad{}}
+	return &schemaCache[K]{maxAge: maxAge, entries: map[K]*compiled{}, inflight: map[K]*flight{}}
 }
 
 // loadTimeout bounds one load, which runs detached from the caller that
@@ -308,10 +296,6 @@ func (c *schemaCache[K]) get(ctx context.Context, key K, load func(ctx context.C
 	if prev, ok = c.entries[key]; ok && time.Since(prev.fetched) < c.maxAge {
 		c.mu.Unlock()
 		return prev, nil, nil // loaded meanwhile
-	}
-	if fl, failed := c.failed[key]; !ok && failed && time.Since(fl.at) < failedLoadKept {
-		c.mu.Unlock()
-		return nil, nil, fl.err
 	}
 	f, loading := c.inflight[key]
 	if !loading {
@@ -346,13 +330,10 @@ func (c *schemaCache[K]) run(ctx context.Context, key K, prev *compiled, f *flig
 		switch {
 		case f.err == nil:
 			c.entries[key] = f.val
-			delete(c.failed, key)
 		case prev != nil:
 			kept := *prev
 			kept.fetched = time.Now()
 			c.entries[key] = &kept
-		default:
-			c.failed[key] = failedLoad{err: f.err, at: time.Now()}
 		}
 		c.mu.Unlock()
 		close(f.done)
