@@ -117,6 +117,27 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 	if expired > 0 {
 		fmt.Fprintf(out, "odsflow dlq replay: %d dead letters of %s expired (retention) before they were replayed\n", expired, o.from)
 	}
+	if expired > 0 && !o.dryRun {
+		// Partitions with nothing left but expired dead letters: move the
+		// group past them, or every later replay reports them again (the
+		// others are committed once replayed).
+		skip := kadm.Offsets{}
+		starts.Each(func(so kadm.ListedOffset) {
+			if _, replaying := remaining[so.Partition]; replaying {
+				return
+			}
+			if c, ok := committed.Lookup(o.from, so.Partition); !ok || c.Err != nil || c.At < so.Offset {
+				skip.AddOffset(o.from, so.Partition, so.Offset, -1)
+			}
+		})
+		resp, err := adm.CommitOffsets(ctx, o.group, skip)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("committing the replay group past the expired dead letters: %w", err)
+		}
+	}
 	if total == 0 {
 		fmt.Fprintf(out, "odsflow dlq replay: nothing to replay in %s\n", o.from)
 		return nil

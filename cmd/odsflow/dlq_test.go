@@ -58,6 +58,10 @@ func TestDLQReplaySkipsExpiredDeadLetters(t *testing.T) {
 	if !strings.Contains(out.String(), "2 dead letters of odsflow.dlq expired") || !strings.Contains(out.String(), "nothing to replay") {
 		t.Errorf("replay output does not report the two expired dead letters, and nothing to replay:\n%s", out.String())
 	}
+	out.Reset()
+	if err := replayDLQ(ctx, o, &out); err != nil || strings.Contains(out.String(), "expired") {
+		t.Errorf("a replay after that reports the expired dead letters again (%v):\n%s", err, out.String())
+	}
 	produce("f")
 	out.Reset()
 	dry := o
