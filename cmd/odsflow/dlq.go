@@ -130,12 +130,14 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 				skip.AddOffset(o.from, so.Partition, so.Offset, -1)
 			}
 		})
-		resp, err := adm.CommitOffsets(ctx, o.group, skip)
-		if err == nil {
-			err = resp.Error()
-		}
-		if err != nil {
-			return fmt.Errorf("committing the replay group past the expired dead letters: %w", err)
+		if len(skip) > 0 {
+			resp, err := adm.CommitOffsets(ctx, o.group, skip)
+			if err == nil {
+				err = resp.Error()
+			}
+			if err != nil {
+				return fmt.Errorf("committing the replay group past the expired dead letters: %w", err)
+			}
 		}
 	}
 	if total == 0 {
