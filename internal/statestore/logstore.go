@@ -85,9 +85,6 @@ type logOptions struct {
 	// sync makes a file's writes durable; a seam for tests that make it
 	// fail.
 	sync func(*os.File) error
-	// densifyMin: a tree smaller than this is never refilled after a
-	// commit (what it would save is a few MB at most).
-	densifyMin int
 }
 
 func defaultLogOptions() logOptions {
@@ -95,7 +92,6 @@ func defaultLogOptions() logOptions {
 		segmentSize: 64 << 20,
 		minCompact:  256 << 10,
 		sync:        (*os.File).Sync,
-		densifyMin:  1 << 18,
 	}
 }
 
@@ -190,8 +186,6 @@ type logBucket struct {
 	// mods counts changes to the tree, so that a Scan notices when fn
 	// changed the bucket it scans and re-reads its copied items.
 	mods uint64
-	// refilled: the tree's size when it was last refilled (see densify).
-	refilled int
 }
 
 type segment struct {
@@ -432,7 +426,7 @@ func (s *LogStore) load() error {
 		}
 	}
 	for _, b := range s.buckets {
-		b.refill()
+		b.tree = refill(b.tree)
 	}
 	if len(s.order) == 0 {
 		return s.roll()
@@ -460,29 +454,6 @@ func refill(t *btree.BTreeG[item]) *btree.BTreeG[item] {
 		})
 	}
 	return nt
-}
-
-// refill rebuilds the bucket's tree with its nodes nearly full.
-func (b *logBucket) refill() {
-	b.tree = refill(b.tree)
-	b.refilled = b.tree.Len()
-}
-
-// densify refills the trees that have doubled since they were last
-// refilled, once they are large enough for it to matter. A snapshot loaded
-// through Updates inserts its keys in order and would otherwise keep half
-// of every node empty until the store is next opened (BenchmarkLogIndexMemory,
-// 2.4M keys: 193 MB of index after the load, 143 MB with this, 105 MB when
-// reopened). Doubling keeps the cost amortized: every key is re-inserted
-// about twice over the tree's growth (~0.5 µs a key). A refill holds the
-// write lock: ~0.5 s at 1M keys, once per doubling of a bucket.
-func (s *LogStore) densify() {
-	for _, b := range s.buckets {
-		if n := b.tree.Len(); n >= s.opts.densifyMin && n >= 2*b.refilled {
-			b.refill()
-			b.mods++
-		}
-	}
 }
 
 // roll starts a new active segment.
@@ -827,7 +798,7 @@ func (s *LogStore) migrate(boltPath string) error {
 		return fmt.Errorf("migrating state %s to a log store: %w", boltPath, err)
 	}
 	for _, b := range s.buckets { // bbolt gave the keys in order
-		b.refill()
+		b.tree = refill(b.tree)
 	}
 	if err := writeLogFormat(s.dir); err != nil {
 		return err
@@ -917,7 +888,6 @@ func (s *LogStore) Update(ctx context.Context, fn func(Tx) error) error {
 		return err
 	}
 	committed = true
-	s.densify()
 	return nil
 }
 
