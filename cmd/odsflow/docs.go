@@ -47,6 +47,11 @@ type componentDoc struct {
 	Summary     string   `json:"summary"`
 	Description string   `json:"description"`
 	Config      fieldDoc `json:"config"`
+	Examples    []struct {
+		Title   string `json:"title"`
+		Summary string `json:"summary"`
+		Config  string `json:"config"`
+	} `json:"examples"`
 }
 
 type fieldDoc struct {
@@ -111,6 +116,12 @@ func printDocs(w io.Writer, env *service.Environment, kind, name string) error {
 		fmt.Fprintf(w, "# %s (%s, %s)\n\n%s\n", d.Name, d.Type, d.Status, strings.TrimSpace(d.Summary))
 		if desc := strings.TrimSpace(d.Description); desc != "" {
 			fmt.Fprintf(w, "\n%s\n", desc)
+		}
+		for i, e := range d.Examples {
+			if i == 0 {
+				fmt.Fprintf(w, "\n## Examples\n")
+			}
+			fmt.Fprintf(w, "\n### %s\n\n%s\n\n```yaml\n%s\n```\n", e.Title, strings.TrimSpace(e.Summary), strings.Trim(e.Config, "\n"))
 		}
 		if len(d.Config.Children) > 0 {
 			fmt.Fprintf(w, "\n## Fields\n")

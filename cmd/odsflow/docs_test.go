@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -39,5 +40,38 @@ func TestDocsPrintsEveryFieldOfAComponent(t *testing.T) {
 	}
 	if err := printDocs(&out, service.GlobalEnvironment(), "", "no_such_thing"); err == nil || !strings.Contains(err.Error(), `"no_such_thing"`) {
 		t.Errorf("an unknown component: %v", err)
+	}
+}
+
+// Every example in our components' specs is a config that lints clean.
+func TestOurComponentExamplesLint(t *testing.T) {
+	ours := map[string]bool{"kafka_franz": true, "schema_registry_decode": true, "schema_registry_encode": true,
+		"debezium_unwrap": true, "content_to_metadata": true, "cdc_join": true, "pg_upsert": true}
+	env := service.GlobalEnvironment()
+	seen := 0
+	check := func(name string, v *service.ConfigView) {
+		if !ours[name] {
+			return
+		}
+		b, err := v.FormatJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d componentDoc
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range d.Examples {
+			seen++
+			if err := service.NewStreamBuilder().SetYAML(e.Config); err != nil {
+				t.Errorf("%s example %q does not lint: %v", name, e.Title, err)
+			}
+		}
+	}
+	env.WalkInputs(check)
+	env.WalkOutputs(check)
+	env.WalkProcessors(check)
+	if seen < 6 {
+		t.Errorf("%d examples in our components, want at least 6", seen)
 	}
 }

@@ -107,6 +107,31 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 					"child_version_column": "account_version", "parent_version_column": "customer_version",
 				}}),
 		).
+		Example("Customers joined with their accounts", "One row per account with its customer's name, re-emitted when either changes, deleted when either goes.", `
+pipeline:
+  processors:
+    - cdc_join:
+        state_dir: ${ODS_STATE_DIR:./data/state}
+        tables:
+          - { name: customers, check: '@cdc_table == "T_Customers"', key: this.id }
+          - { name: accounts, check: '@cdc_table == "T_Accounts"', key: this.id }
+        relations:
+          - name: customer_account
+            kind: latest_state
+            parent: customers
+            child: accounts
+            parent_key: this.customer_id
+            mapping: |
+              root.customer_id = this.parent.id
+              root.customer_name = [this.parent.first_name, this.parent.last_name].filter(n -> n != null).join(" ")
+              root.account_number = this.child.account_number.string()
+              root.account_balance = this.child.account_balance
+              root.account_version = this.child_version
+              root.customer_version = this.parent_version
+            key_mapping: 'root.account_number = this.child.account_number.string()'
+            child_version_column: account_version
+            parent_version_column: customer_version
+`).
 		LintRule(joinLintRule)
 }
 

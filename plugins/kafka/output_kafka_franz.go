@@ -157,6 +157,16 @@ connection error that Benthos retries with backoff rather than a silently stalle
 				Example("50mib").
 				Advanced(),
 		).
+		Example("A dead-letter topic", "Failed messages to one topic, keyed as they came, with every metadata key as a header.", `
+output:
+  kafka_franz:
+    seed_brokers: [ "${KAFKA_BROKERS:localhost:9092}" ]
+    topic: ${ODS_DLQ_TOPIC:odsflow.dlq}
+    key: ${! @kafka_key }
+    metadata:
+      include_patterns: [ ".*" ]
+    max_in_flight: 1
+`).
 		LintRule(`let manual = this.partitioner.or("` + kfoPartitionerMurmur2 + `") == "` + kfoPartitionerManual + `"
 let has_partition = this.partition.or("") != ""
 root = if $manual && !$has_partition {

@@ -95,6 +95,22 @@ part of the SQL text. The DSN is a secret: its password appears in no log line, 
 				service.NewDurationField("max_interval").Description("Longest wait between retries (doubling up to it); retries last until the write is cancelled.").Default("5s"),
 			).Description("Retries of a batch's transaction after a failure that is not a row's.").Advanced(),
 		).
+		Example("Accounts, version-guarded, with a refresh", "The rows cdc_join emits for customer_account, upserted and deleted by account number; the pair of versions guards them; the customers they touch are refreshed in the same transaction.", `
+output:
+  pg_upsert:
+    dsn: ${ODS_DSN:postgres://postgres:postgres@localhost:5432/ods?sslmode=disable}
+    init_files: [ ./config/sql/ods.sql ]
+    tables:
+      - name: ods_schema.customer_account
+        columns: [ customer_id, account_number, account_balance, account_version, customer_version ]
+        key_columns: [ account_number ]
+        version_columns: [ account_version, customer_version ]
+    after_batch:
+      - statement: SELECT ods_schema.refresh_total_balance($1::text[]::int[], $2)
+        column: customer_id
+        tables: [ ods_schema.customer_account ]
+        args: [ "debit,withdrawal" ]
+`).
 		LintRule(upsertLintRule)
 }
 
