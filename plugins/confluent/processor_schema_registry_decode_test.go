@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -570,6 +571,35 @@ func TestDecodeAsksAgainAfterNotFound(t *testing.T) {
 	}
 	if err := out[0][0].GetError(); err != nil {
 		t.Fatalf("the schema is registered now, decode still fails: %v", err)
+	}
+}
+
+// An https registry with its CA in the tls block, written as Redpanda
+// Connect's configs are (no `enabled`): the CA is used.
+func TestDecodeHTTPSRegistryWithRedpandaConnectTLSBlock(t *testing.T) {
+	inner := schemaregistry.New()
+	srv := httptest.NewTLSServer(inner)
+	defer srv.Close()
+	side := httptest.NewServer(inner)
+	defer side.Close()
+	sc, err := sr.NewClient(sr.URLs(side.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := sc.CreateSchema(context.Background(), "k", sr.Schema{Schema: `{"type":"record","name":"K","fields":[{"name":"id","type":"int"}]}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := wire(ss.ID, []byte{0x0E})
+	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+
+	withCA := newTestDecoder(t, fmt.Sprintf("url: %s\nretry_max_elapsed: 1s\ntls:\n  root_cas: %q\n", srv.URL, ca))
+	if got, err := decode(t, withCA, msg); err != nil || !reflect.DeepEqual(got, map[string]any{"id": int64(7)}) {
+		t.Errorf("with the registry's CA in tls.root_cas: %v, %v", got, err)
+	}
+	withoutCA := newTestDecoder(t, fmt.Sprintf("url: %s\nretry_max_elapsed: 1s\n", srv.URL))
+	if _, err := decode(t, withoutCA, msg); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without the CA: %v, want a certificate error", err)
 	}
 }
 

@@ -41,7 +41,9 @@ func registryFields() []*service.ConfigField {
 			service.NewStringField("username").Description("The username.").Default(""),
 			service.NewStringField("password").Description("The password.").Default("").Secret(),
 		).Description("HTTP basic authentication against the registry.").Advanced().Optional(),
-		service.NewTLSToggledField(fieldTLS),
+		service.NewTLSToggledField(fieldTLS).
+			Description("TLS to the registry. An `https` URL uses these settings whether `enabled` is set or not (as Redpanda Connect's registry `tls` block, which has no `enabled`); `enabled: true` applies them to any URL.").
+			Advanced(),
 		service.NewDurationField(fieldRetryMax).
 			Description("How long a schema fetch is retried, with exponential backoff, while the registry is unreachable or failing (5xx), before the message is marked errored with the reason. A schema id the registry does not know is an error at once.").
 			Default("30s").Advanced(),
@@ -75,10 +77,23 @@ func newRegistryClient(conf *service.ParsedConfig) (*registryClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tlsOn {
+	switch {
+	case tlsOn:
 		transport.TLSClientConfig = tlsConf
-	} else if u.Scheme == "https" {
-		transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	case u.Scheme == "https":
+		// An https URL uses the tls settings given, enabled or not: Redpanda
+		// Connect's registry tls block has no `enabled`, and its configs
+		// set only root_cas_file or client_certs.
+		if tlsConf, err = conf.FieldTLS(fieldTLS); err != nil {
+			return nil, err
+		}
+		if tlsConf == nil {
+			tlsConf = &tls.Config{}
+		}
+		if tlsConf.MinVersion < tls.VersionTLS12 {
+			tlsConf.MinVersion = tls.VersionTLS12
+		}
+		transport.TLSClientConfig = tlsConf
 	}
 	c.http = &http.Client{Transport: transport, Timeout: 10 * time.Second}
 	if conf.Contains(fieldBasicAuth) {
