@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
+
+	"github.com/odsflow/odsflow/plugins/kafka"
 )
 
 // dlqHeaders are the headers config/ods.yaml adds to a dead letter; a
@@ -43,11 +46,20 @@ skipped and counted.`,
 				&cli.StringFlag{Name: "brokers", Usage: "Kafka seed brokers, comma-separated", EnvVars: []string{"KAFKA_BROKERS"}, Value: "localhost:9092"},
 				&cli.StringFlag{Name: "group", Usage: "consumer group of replays", Value: "odsflow-dlq-replay"},
 				&cli.BoolFlag{Name: "dry-run", Usage: "list what would be replayed (each dead letter's origin and error), produce and commit nothing"},
+				&cli.BoolFlag{Name: "tls", Usage: "connect with TLS (the system's CAs, or --tls-ca-file)"},
+				&cli.StringFlag{Name: "tls-ca-file", Usage: "a PEM file of the CAs to trust (implies --tls)"},
+				&cli.StringFlag{Name: "sasl-mechanism", Usage: "SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"},
+				&cli.StringFlag{Name: "sasl-username", Usage: "SASL username", EnvVars: []string{"KAFKA_SASL_USERNAME"}},
+				&cli.StringFlag{Name: "sasl-password", Usage: "SASL password (better from the environment)", EnvVars: []string{"KAFKA_SASL_PASSWORD"}},
 			},
 			Action: func(c *cli.Context) error {
 				ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 				defer stop()
-				err := replayDLQ(ctx, dlqOptions{from: c.String("from"), brokers: strings.Split(c.String("brokers"), ","), group: c.String("group"), dryRun: c.Bool("dry-run")}, os.Stdout)
+				conn, err := connectionSettings(strings.Split(c.String("brokers"), ","), c.Bool("tls"), c.String("tls-ca-file"),
+					c.String("sasl-mechanism"), c.String("sasl-username"), c.String("sasl-password"))
+				if err == nil {
+					err = replayDLQ(ctx, dlqOptions{from: c.String("from"), conn: conn, group: c.String("group"), dryRun: c.Bool("dry-run")}, os.Stdout)
+				}
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "odsflow dlq replay: %v\n", err)
 					return cli.Exit("", 1)
@@ -59,14 +71,31 @@ skipped and counted.`,
 }
 
 type dlqOptions struct {
-	from    string
-	brokers []string
-	group   string
-	dryRun  bool
+	from   string
+	conn   []kgo.Opt // the brokers, TLS, SASL
+	group  string
+	dryRun bool
+}
+
+// connectionSettings turns the flags into client options, through the
+// settings the kafka_franz components read (so TLS and SASL work alike).
+func connectionSettings(brokers []string, useTLS bool, caFile, mechanism, user, password string) ([]kgo.Opt, error) {
+	conf := map[string]any{"seed_brokers": brokers}
+	if useTLS || caFile != "" {
+		conf["tls"] = map[string]any{"enabled": true, "root_cas_file": caFile}
+	}
+	if mechanism != "" {
+		conf["sasl"] = []any{map[string]any{"mechanism": mechanism, "username": user, "password": password}}
+	}
+	b, err := json.Marshal(conf) // JSON is YAML
+	if err != nil {
+		return nil, err
+	}
+	return kafka.ClientOptions(string(b))
 }
 
 func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(o.brokers...))
+	admCl, err := kgo.NewClient(o.conn...)
 	if err != nil {
 		return err
 	}
@@ -148,8 +177,8 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 	for p, r := range remaining {
 		offsets[o.from][p] = kgo.NewOffset().At(r[0])
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(o.brokers...), kgo.ConsumePartitions(offsets),
-		kgo.FetchMaxBytes(64<<20), kgo.ProducerBatchMaxBytes(16<<20), kgo.RequiredAcks(kgo.AllISRAcks()))
+	cl, err := kgo.NewClient(append(o.conn, kgo.ConsumePartitions(offsets),
+		kgo.FetchMaxBytes(64<<20), kgo.ProducerBatchMaxBytes(16<<20), kgo.RequiredAcks(kgo.AllISRAcks()))...)
 	if err != nil {
 		return err
 	}

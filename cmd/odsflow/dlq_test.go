@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 )
 
 // TestDLQReplaySkipsExpiredDeadLetters: dead letters that retention
@@ -38,7 +39,11 @@ func TestDLQReplaySkipsExpiredDeadLetters(t *testing.T) {
 			}
 		}
 	}
-	o := dlqOptions{from: "odsflow.dlq", brokers: c.ListenAddrs(), group: "replay"}
+	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := dlqOptions{from: "odsflow.dlq", conn: conn, group: "replay"}
 	produce("a", "b", "c")
 	var out bytes.Buffer
 	if err := replayDLQ(ctx, o, &out); err != nil {
@@ -103,5 +108,49 @@ func TestDLQReplaySkipsExpiredDeadLetters(t *testing.T) {
 	out.Reset()
 	if err := replayDLQ(ctx, o, &out); err != nil || !strings.Contains(out.String(), "nothing to replay") {
 		t.Errorf("third replay: %v\n%s", err, out.String())
+	}
+}
+
+// dlq replay reaches a cluster that wants SASL, with the settings the
+// kafka_franz components read, and says why when the password is wrong
+// (without it).
+func TestDLQReplayWithSASL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "odsflow.dlq", "src"),
+		kfake.EnableSASL(), kfake.Superuser("PLAIN", "admin", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.SASL(plain.Auth{User: "admin", Pass: "s3cret"}.AsMechanism()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	r := &kgo.Record{Topic: "odsflow.dlq", Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: "source_topic", Value: []byte("src")}}}
+	if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	wrong, err := connectionSettings(c.ListenAddrs(), false, "", "PLAIN", "admin", "n0pe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	err = replayDLQ(wctx, dlqOptions{from: "odsflow.dlq", conn: wrong, group: "replay"}, &out)
+	wcancel()
+	if err == nil || strings.Contains(err.Error(), "n0pe") {
+		t.Errorf("replay with a wrong password: %v (want an error, without the password)", err)
+	}
+
+	right, err := connectionSettings(c.ListenAddrs(), false, "", "PLAIN", "admin", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := replayDLQ(ctx, dlqOptions{from: "odsflow.dlq", conn: right, group: "replay"}, &out); err != nil || !strings.Contains(out.String(), "re-published 1 dead letters") {
+		t.Errorf("replay with SASL: %v\n%s", err, out.String())
 	}
 }

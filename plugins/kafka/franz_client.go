@@ -228,3 +228,15 @@ func pingBrokers(ctx context.Context, cl *kgo.Client) error {
 	}
 	return nil
 }
+
+// ClientOptions builds franz-go options from a YAML object of the fields
+// every kafka_franz component shares (seed_brokers, tls, sasl, client_id,
+// …), as a component's config would hold them: for commands that talk to
+// the same cluster as the pipelines (odsflow dlq replay).
+func ClientOptions(yamlConf string) ([]kgo.Opt, error) {
+	conf, err := service.NewConfigSpec().Fields(clientFields()...).ParseYAML(yamlConf, nil)
+	if err != nil {
+		return nil, fmt.Errorf("kafka connection settings: %w", err)
+	}
+	return clientOptions(conf, nil)
+}
