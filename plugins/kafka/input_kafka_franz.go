@@ -28,6 +28,8 @@ const (
 	ifFetchMaxBytes   = "fetch_max_bytes"
 	ifFetchMaxPart    = "fetch_max_partition_bytes"
 	ifFetchMaxWait    = "fetch_max_wait"
+	ifFetchMinBytes   = "fetch_min_bytes"
+	ifIsolation       = "transaction_isolation_level"
 	ifInstanceID      = "instance_id"
 	ifSessionTimeout  = "session_timeout"
 	ifRebalanceTO     = "rebalance_timeout"
@@ -80,6 +82,13 @@ func franzInputSpec() *service.ConfigSpec {
 		service.NewDurationField(ifFetchMaxWait).
 			Description("How long a broker may hold a fetch while waiting for data. A fetch returns as soon as any record is there, so this bounds idle polling, not latency.").
 			Default("500ms").Advanced(),
+		service.NewStringField(ifFetchMinBytes).
+			Description("The fewest bytes a broker gathers before it answers a fetch (or `fetch_max_wait` passes).").
+			Default("1B").Advanced(),
+		service.NewStringAnnotatedEnumField(ifIsolation, map[string]string{
+			"read_uncommitted": "Every record, also those of transactions that are still open or were aborted.",
+			"read_committed":   "Only records of committed transactions (and non-transactional ones): for producers that write transactionally, such as Kafka Connect with exactly-once source support.",
+		}).Description("Which transactional records are read.").Default("read_uncommitted").Advanced(),
 		service.NewStringField(ifInstanceID).
 			Description("Static group membership (KIP-345): a stable id for this member, so a restarted member takes its partitions back at once instead of waiting for a session timeout and a rebalance. Unique per member; empty disables it.").
 			Default("").Example("${ODS_INSTANCE_ID:}").Advanced(),
@@ -414,6 +423,14 @@ func (in *franzInput) consumerOptions(conf *service.ParsedConfig) ([]kgo.Opt, er
 	if err != nil {
 		return nil, err
 	}
+	fetchMin, err := byteSizeField(conf, ifFetchMinBytes)
+	if err != nil {
+		return nil, err
+	}
+	isolation, err := conf.FieldString(ifIsolation)
+	if err != nil {
+		return nil, err
+	}
 	reset := kgo.NewOffset().AtStart()
 	oldest, err := conf.FieldBool(ifStartFromOldest)
 	if err != nil {
@@ -442,11 +459,19 @@ func (in *franzInput) consumerOptions(conf *service.ParsedConfig) ([]kgo.Opt, er
 		kgo.FetchMaxBytes(int32(fetchMax)),
 		kgo.FetchMaxPartitionBytes(int32(fetchPart)),
 		kgo.FetchMaxWait(fetchWait),
+		kgo.FetchMinBytes(int32(fetchMin)),
 		kgo.ConsumeResetOffset(reset),
 		// A fetch response may legitimately exceed fetch_max_bytes (a single
 		// record larger than the limit is returned whole); leave room so it
 		// is read rather than failing the connection.
 		kgo.BrokerMaxReadBytes(int32(max(2*fetchMax, 100<<20))),
+	}
+	switch isolation {
+	case "read_committed":
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	case "read_uncommitted":
+	default:
+		return nil, fmt.Errorf("%s: unknown value %q", ifIsolation, isolation)
 	}
 	switch {
 	case in.regexpTopics:

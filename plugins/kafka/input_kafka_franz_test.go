@@ -1018,3 +1018,43 @@ func TestInputDropsBatchesOfAnEndedOwnership(t *testing.T) {
 		}
 	}
 }
+
+// TestInputTransactionIsolation: read_committed skips the records of an
+// aborted transaction; read_uncommitted (the default) reads them.
+func TestInputTransactionIsolation(t *testing.T) {
+	s := inStack(t)
+	const topic = "isolation"
+	inCreateTopic(t, s.Brokers, topic, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tx, err := kgo.NewClient(kgo.SeedBrokers(s.Brokers), kgo.TransactionalID("odsflow-isolation-test"), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	for _, end := range []struct {
+		value  string
+		commit kgo.TransactionEndTry
+	}{{"aborted", kgo.TryAbort}, {"committed", kgo.TryCommit}} {
+		if err := tx.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.ProduceSync(ctx, &kgo.Record{Value: []byte(end.value)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.EndTransaction(ctx, end.commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for level, want := range map[string]string{"read_committed": "committed", "read_uncommitted": "aborted committed"} {
+		in := newTestInput(t, fmt.Sprintf("seed_brokers: [ %q ]\ntopics: [ %q ]\ntransaction_isolation_level: %s\nfetch_min_bytes: 1B\n", s.Brokers, topic, level))
+		connect(t, in)
+		var got []string
+		for len(got) < len(strings.Fields(want)) {
+			got = append(got, read(t, in, 15*time.Second).values...)
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s: read %q, want %q", level, got, want)
+		}
+	}
+}
