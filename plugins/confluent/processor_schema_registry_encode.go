@@ -29,6 +29,9 @@ func encodeSpec() *service.ConfigSpec {
 				Description("Whether union values are given bare (`\"hello\"`, `null`) rather than in the Avro JSON encoding (`{\"string\": \"hello\"}`).").
 				Default(false),
 		).Description("How structured data is read as Avro."),
+		service.NewBoolField(fieldAvroRawJSON).
+			Description("Deprecated: use `avro.raw_unions` (Redpanda Connect's name for it: true reads unions bare).").
+			Default(false).Deprecated(),
 	)
 	return service.NewConfigSpec().
 		Stable().
@@ -91,6 +94,11 @@ func newEncodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*en
 	p.subjects = newSchemaCache[string](refresh)
 	if p.opts.RawUnions, err = conf.FieldBool(fieldAvro, fieldRawUnions); err != nil {
 		return nil, err
+	}
+	if rawJSON, err := conf.FieldBool(fieldAvroRawJSON); err != nil {
+		return nil, err
+	} else if rawJSON {
+		p.opts.RawUnions = true
 	}
 	return p, nil
 }

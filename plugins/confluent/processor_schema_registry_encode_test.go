@@ -149,3 +149,19 @@ branch:
 	}
 	_ = stream.Stop(context.Background())
 }
+
+// Redpanda Connect's avro_raw_json reads unions bare, as avro.raw_unions:
+// a union value in the Avro JSON encoding is then a record, not a string.
+func TestEncodeAvroRawJSONReadsUnionsBare(t *testing.T) {
+	reg := newRegistry(t)
+	reg.register(t, "u-value", `{"type":"record","name":"U","fields":[{"name":"s","type":["null","string"]}]}`)
+	for conf, wantErr := range map[string]bool{"avro_raw_json: true": true, "avro: { raw_unions: true }": true, "": false} {
+		enc := newTestEncoder(t, "url: "+reg.URL+"\nsubject: u-value\n"+conf)
+		msg := service.NewMessage(nil)
+		msg.SetStructuredMut(map[string]any{"s": map[string]any{"string": "hello"}})
+		_, err := enc.Process(context.Background(), msg)
+		if (err != nil) != wantErr {
+			t.Errorf("%q: encoding {\"string\": \"hello\"}: %v (want an error: %v)", conf, err, wantErr)
+		}
+	}
+}
