@@ -574,12 +574,11 @@ func TestDecodeAsksAgainAfterNotFound(t *testing.T) {
 	}
 }
 
-// An https registry with its CA in the tls block, written as Redpanda
-// Connect's configs are (no `enabled`): the CA is used.
-func TestDecodeHTTPSRegistryWithRedpandaConnectTLSBlock(t *testing.T) {
-	inner := schemaregistry.New()
-	srv := httptest.NewTLSServer(inner)
-	defer srv.Close()
+// keyRecordThroughSideDoor registers a one-int record schema in inner
+// through a plain HTTP server of its own (the registry under test may
+// want TLS or credentials) and returns a message of it: {"id": 7}.
+func keyRecordThroughSideDoor(t *testing.T, inner http.Handler) []byte {
+	t.Helper()
 	side := httptest.NewServer(inner)
 	defer side.Close()
 	sc, err := sr.NewClient(sr.URLs(side.URL))
@@ -590,7 +589,16 @@ func TestDecodeHTTPSRegistryWithRedpandaConnectTLSBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := wire(ss.ID, []byte{0x0E})
+	return wire(ss.ID, []byte{0x0E})
+}
+
+// An https registry with its CA in the tls block, written as Redpanda
+// Connect's configs are (no `enabled`): the CA is used.
+func TestDecodeHTTPSRegistryWithRedpandaConnectTLSBlock(t *testing.T) {
+	inner := schemaregistry.New()
+	srv := httptest.NewTLSServer(inner)
+	defer srv.Close()
+	msg := keyRecordThroughSideDoor(t, inner)
 	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
 
 	withCA := newTestDecoder(t, fmt.Sprintf("url: %s\nretry_max_elapsed: 1s\ntls:\n  root_cas: %q\n", srv.URL, ca))
@@ -614,17 +622,7 @@ func TestDecodeWithBasicAuth(t *testing.T) {
 		inner.ServeHTTP(w, r)
 	}))
 	defer srv.Close()
-	side := httptest.NewServer(inner)
-	defer side.Close()
-	sc, err := sr.NewClient(sr.URLs(side.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss, err := sc.CreateSchema(context.Background(), "k", sr.Schema{Schema: `{"type":"record","name":"K","fields":[{"name":"id","type":"int"}]}`})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := wire(ss.ID, []byte{0x0E})
+	msg := keyRecordThroughSideDoor(t, inner)
 
 	ok := newTestDecoder(t, "url: "+srv.URL+"\nbasic_auth: { enabled: true, username: ods, password: s3cret }")
 	if got, err := decode(t, ok, msg); err != nil || !reflect.DeepEqual(got, map[string]any{"id": int64(7)}) {

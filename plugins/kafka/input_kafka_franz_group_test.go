@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/odsflow/odsflow/internal/devstack"
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -380,36 +381,46 @@ http: { enabled: false }
 	t.Logf("run 1 wrote %d records before SIGKILL; run 2 delivered %d", len(written), len(again))
 }
 
+// requireAllMember sets up topic (two partitions, three records each) and
+// a member with require_all_partitions that has read and acked them all
+// (alone, it holds both partitions); second starts another member of its
+// group and waits for it to take a partition.
+func requireAllMember(t *testing.T, topic string) (s *devstack.Stack, first *franzInput, second func() *franzInput) {
+	t.Helper()
+	s = inStack(t)
+	const parts = 2
+	inCreateTopic(t, s.Brokers, topic, parts)
+	inProduce(t, s.Brokers, topic, parts, 3)
+	cfg := groupConfig(s.Brokers, topic, topic+"-g", "require_all_partitions: true\nbatching: { count: 3 }")
+	first = newTestInput(t, cfg)
+	connect(t, first)
+	for range parts {
+		if err := read(t, first, 15*time.Second).ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, first, func() *franzInput {
+		b := newTestInput(t, cfg)
+		connect(t, b)
+		for deadline := time.Now().Add(20 * time.Second); (len(ownedPartitions(first)) == parts || len(ownedPartitions(b)) == 0) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(ownedPartitions(first)) == parts {
+			t.Fatal("no partition moved to the second member within 20s")
+		}
+		return b
+	}
+}
+
 // TestInputRequireAllPartitions: with require_all_partitions, a member
 // delivers only while it holds every partition. A second member in the
 // group (a second copy of a pipeline with local state) makes both deliver
 // nothing, and commit nothing, until it leaves; then the first goes on
 // from where it was.
 func TestInputRequireAllPartitions(t *testing.T) {
-	s := inStack(t)
 	const topic, parts = "require-all", 2
-	inCreateTopic(t, s.Brokers, topic, parts)
-	inProduce(t, s.Brokers, topic, parts, 3)
-	cfg := groupConfig(s.Brokers, topic, "require-all-g", "require_all_partitions: true\nbatching: { count: 3 }")
-
-	a := newTestInput(t, cfg)
-	connect(t, a)
-	for range parts { // alone: it holds both partitions, and delivers
-		rb := read(t, a, 15*time.Second)
-		if err := rb.ack(context.Background(), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	b := newTestInput(t, cfg)
-	connect(t, b)
-	deadline := time.Now().Add(20 * time.Second)
-	for (len(ownedPartitions(a)) == parts || len(ownedPartitions(b)) == 0) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(ownedPartitions(a)) == parts {
-		t.Fatal("no partition moved to the second member within 20s")
-	}
+	s, a, second := requireAllMember(t, topic)
+	b := second()
 	inProduce(t, s.Brokers, topic, parts, 3)
 	for name, in := range map[string]*franzInput{"first": a, "second": b} {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -440,18 +451,8 @@ func TestInputRequireAllPartitions(t *testing.T) {
 // member loses a partition (a caught-up pipeline always has one) delivers
 // nothing of the partitions it keeps either.
 func TestInputRequireAllStopsAWaitingRead(t *testing.T) {
-	s := inStack(t)
 	const topic, parts = "require-all-waiting", 2
-	inCreateTopic(t, s.Brokers, topic, parts)
-	inProduce(t, s.Brokers, topic, parts, 3)
-	cfg := groupConfig(s.Brokers, topic, "require-all-waiting-g", "require_all_partitions: true\nbatching: { count: 3 }")
-	a := newTestInput(t, cfg)
-	connect(t, a)
-	for range parts {
-		if err := read(t, a, 15*time.Second).ack(context.Background(), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, a, second := requireAllMember(t, topic)
 	type result struct {
 		n   int
 		err error
@@ -462,14 +463,7 @@ func TestInputRequireAllStopsAWaitingRead(t *testing.T) {
 	go func() { b, _, err := a.ReadBatch(ctx); got <- result{len(b), err} }()
 	time.Sleep(300 * time.Millisecond) // the read waits, caught up
 
-	b := newTestInput(t, cfg)
-	connect(t, b)
-	for deadline := time.Now().Add(20 * time.Second); (len(ownedPartitions(a)) == parts || len(ownedPartitions(b)) == 0) && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(ownedPartitions(a)) == parts {
-		t.Fatal("no partition moved to the second member within 20s")
-	}
+	b := second()
 	time.Sleep(500 * time.Millisecond)
 	inProduce(t, s.Brokers, topic, parts, 3)
 	select {

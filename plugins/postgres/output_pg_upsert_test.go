@@ -426,29 +426,37 @@ func TestFailureNotARowsHoldsTheBatch(t *testing.T) {
 		}
 	}
 	readOnly(true)
+	heldUntil(t, u, service.MessageBatch{acct("1", 7, "1.00", 1, 1)}, func() { readOnly(false) })
+	check(t, "written once the database took writes", accounts(t, conn), "1:7:1.00:1/1")
+}
+
+// heldUntil writes batch, checks that the write is held (retried at least
+// twice, not returned), calls release, and checks that the write then
+// commits.
+func heldUntil(t *testing.T, u *upsert, batch service.MessageBatch, release func()) {
+	t.Helper()
 	before := u.retriesSeen.Load()
 	done := make(chan error, 1)
-	go func() { done <- u.WriteBatch(ctx, service.MessageBatch{acct("1", 7, "1.00", 1, 1)}) }()
+	go func() { done <- u.WriteBatch(context.Background(), batch) }()
 	for deadline := time.Now().Add(20 * time.Second); u.retriesSeen.Load() < before+2; {
 		select {
 		case err := <-done:
-			t.Fatalf("WriteBatch on a read-only database returned %v, want it to hold the batch", err)
+			t.Fatalf("WriteBatch returned %v, want it to hold the batch", err)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no retries in 20 s")
 		}
 	}
-	readOnly(false)
+	release()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("WriteBatch once writable: %v", err)
+			t.Fatalf("WriteBatch once released: %v", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the batch was not written 30 s after the database took writes again")
+		t.Fatal("the batch was not written 30 s after its cause was removed")
 	}
-	check(t, "written once the database took writes", accounts(t, conn), "1:7:1.00:1/1")
 }
 
 // A failure of no known row class that only some messages cause (here a
@@ -476,32 +484,11 @@ func TestUnknownFailureIsBisected(t *testing.T) {
 	if _, err := conn.Exec(ctx, `INSERT INTO ods.pickiness VALUES (1)`); err != nil {
 		t.Fatal(err)
 	}
-	before := u.retriesSeen.Load()
-	done := make(chan error, 1)
-	go func() {
-		done <- u.WriteBatch(ctx, service.MessageBatch{acct("4", 15, "4.00", 1, 1), acct("5", 16, "5.00", 1, 1)})
-	}()
-	for deadline := time.Now().Add(20 * time.Second); u.retriesSeen.Load() < before+2; {
-		select {
-		case err := <-done:
-			t.Fatalf("WriteBatch with every row refused returned %v, want it to hold the batch", err)
-		case <-time.After(20 * time.Millisecond):
+	heldUntil(t, u, service.MessageBatch{acct("4", 15, "4.00", 1, 1), acct("5", 16, "5.00", 1, 1)}, func() {
+		if _, err := conn.Exec(ctx, `TRUNCATE ods.pickiness`); err != nil {
+			t.Error(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no retries in 20 s")
-		}
-	}
-	if _, err := conn.Exec(ctx, `TRUNCATE ods.pickiness`); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("WriteBatch once the rows are taken: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the batch was not written 30 s after the rows were taken again")
-	}
+	})
 	check(t, "written once taken", accounts(t, conn), "1:12:1.00:1/1 3:14:3.00:1/1 4:15:4.00:1/1 5:16:5.00:1/1")
 }
 
