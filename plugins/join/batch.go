@@ -166,6 +166,11 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 	j.mu.Lock()
 	defer j.mu.Unlock()
 
+	parts := partitionsOf(batch)
+	if err := j.checkHistory(ctx, parts); err != nil {
+		return nil, err
+	}
+
 	preps := make([]*prepared, len(batch))
 	parallel(len(batch), func(i int) { preps[i] = j.prepare(batch[i]) })
 	pre := j.prefetch(ctx, preps)
@@ -197,6 +202,9 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 				}
 				outs = append(outs, emitted...)
 			}
+			if err := j.history.recordProgress(tx, parts); err != nil {
+				return err
+			}
 			var err error
 			if failed, err = st.flushRows(); err != nil || len(failed) > 0 {
 				return cmp.Or(err, errRemap)
@@ -213,6 +221,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 			continue
 		}
 		if err == nil {
+			j.history.committed(parts)
 			j.rows.forget(st.writtenKeys)
 			j.count(st)
 			break

@@ -2,6 +2,7 @@ package join
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -79,6 +80,22 @@ func Inspect(ctx context.Context, dir, key string, w io.Writer) error {
 				fmt.Fprintf(tw, "%s\t%d\t\tevents of relation %s held for their parent\n", b, n, strings.TrimPrefix(b, "held."))
 			case strings.HasPrefix(b, "gone."):
 				fmt.Fprintf(tw, "%s\t%d\t\tchildren of relation %s deleted (kept for tombstone_retention)\n", b, n, strings.TrimPrefix(b, "gone."))
+			case b == progressBucket:
+				err := tx.Scan(b, nil, func(k, v []byte) error {
+					if string(k) == string(legacyKey) {
+						fmt.Fprintf(tw, "%s\t\t\tstate of an earlier odsflow: partitions recorded since, not checked (require_history)\n", b)
+						return nil
+					}
+					topic, part, _ := strings.Cut(string(k), "\x00")
+					if len(v) != 8 {
+						return fmt.Errorf("progress of %s/%s is corrupt: %d bytes", topic, part, len(v))
+					}
+					fmt.Fprintf(tw, "%s\t\t\ttopic %s partition %s applied up to offset %d\n", b, topic, part, int64(binary.BigEndian.Uint64(v))-1)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
 			case b == truncBucket():
 				err := tx.Scan(b, nil, func(k, v []byte) error {
 					tr, err := decodeTruncation(v)

@@ -9,7 +9,7 @@ import (
 func TestInspect(t *testing.T) {
 	dir := t.TempDir()
 	j := newTestJoin(t, dir)
-	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 2, 1, 1001, 7, "5.00"), acct("c", 3, 2, 1002, 9, "1.00"),
+	run(t, j, fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 41, -1), acct("c", 2, 1, 1001, 7, "5.00"), acct("c", 3, 2, 1002, 9, "1.00"),
 		txn("c", 4, 50, 3), ev("T_Customers", "d", 5, `{"id":8}`))
 
 	var locked strings.Builder
@@ -26,6 +26,7 @@ func TestInspect(t *testing.T) {
 	for _, want := range []string{
 		"row.accounts", "row.customers", "idx.customer_account", "held.t_transaction",
 		`key "7":`, `"b": {`, "idx.customer_account: parent 7, child 1",
+		"topic customers partition 0 applied up to offset 41",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)

@@ -44,7 +44,9 @@ back; so does a deleted lookup child, so that neither a late change of the child
 after a crash (which emits again the children it released) can bring it back. State lives in `+"`state_dir`"+` (an append-only log with an in-memory index of the keys): each batch's changes
 are written in one synced transaction (one sequential write and one fsync) before the batch is passed on, so they
 are on disk before any offset of the batch can be committed. The directory is locked: a second process using it
-fails at once. A state written by an earlier odsflow (one bbolt file) is migrated at open.
+fails at once. A state written by an earlier odsflow (one bbolt file) is migrated at open. The state also records the
+Kafka partitions it has applied messages of, so that a state that lacks what the consumer group has consumed (a new
+or replaced `+"`state_dir`"+`) is refused instead of joined against: see `+"`require_history`"+`.
 
 Batches are applied to the state one at a time, while the Bloblang work of a batch (checks, keys, mappings) and the reading and
 encoding of its rows run on every core. Checks of the form `+"`@meta == \"literal\"`"+`, keys of the form `+"`this.field`"+`, and
@@ -74,6 +76,16 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 			service.NewStringField("state_dir").
 				Description("Directory of the state store, locked while in use. `"+memoryStateDir+"`: the state is kept in memory only, fresh for each instance and lost at close (for config unit tests).").
 				Example("${ODS_STATE_DIR:./data/state}").Example(memoryStateDir),
+			service.NewBoolField("require_history").
+				Description("Refuse a state that lacks history the consumer group has consumed. The state records the Kafka partitions whose "+
+					"messages it applied (from `kafka_topic`, `kafka_partition`, `kafka_offset`); `kafka_franz` marks a partition the group had "+
+					"committed an offset for (`kafka_resume_offset`). A partition read from a committed offset that the state has never seen "+
+					"means a new, emptied or replaced `state_dir` on a group that has progressed: joined against it, rows would be held or "+
+					"missed without an error. The batch is then held (nothing applied, passed on or committed) and an error logged every "+
+					"minute, until the pipeline stops. Move the state that goes with the group back, or rebuild the state with a new consumer "+
+					"group (it reads the topics from the start); `false` goes on without the history. A state written by an odsflow that "+
+					"did not record partitions is not checked. Messages without Kafka metadata are not checked.").
+				Default(true),
 			service.NewDurationField("tombstone_retention").Description("How long a deleted key's tombstone is kept.").Default("168h").Advanced(),
 			service.NewObjectListField("tables",
 				service.NewStringField("name").Description("A name for the table, used by relations."),
@@ -186,6 +198,8 @@ type join struct {
 	tables    []*table
 	relations []*relation
 	retention time.Duration
+	stateDir  string
+	history   history
 
 	stale, held, errored, truncates *service.MetricCounter
 
@@ -298,6 +312,11 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	if err != nil {
 		return nil, err
 	}
+	j.stateDir = dir
+	if j.history.require, err = conf.FieldBool("require_history"); err != nil {
+		return nil, err
+	}
+	j.history.known = map[string]struct{}{}
 	if dir == memoryStateDir {
 		j.store = statestore.OpenMemory()
 		j.log.Warnf("cdc_join: state_dir %s: the state is in memory only and does not survive a restart", memoryStateDir)

@@ -145,6 +145,9 @@ pipeline needs by default:
 ### Metadata
 
 Every message carries `+"`kafka_key`, `kafka_topic`, `kafka_partition`, `kafka_offset`, `kafka_timestamp_ms`, `kafka_timestamp_unix`, `kafka_tombstone_message`"+` (true for a record with a null value) and each record header.
+With a `+"`consumer_group`"+`, the first message of each batch of a partition whose offset the group had committed when
+this member was assigned it also carries `+"`kafka_resume_offset`"+`: that committed offset (an integer). `+"`cdc_join`"+` reads it
+to tell a state that lacks the history the group has consumed (see its `+"`require_history`"+`).
 `).
 		Fields(fields...).
 		Example("CDC topics with a consumer group", "Consume the three Debezium topics in order per partition.", `
@@ -610,8 +613,8 @@ func (in *franzInput) Connect(ctx context.Context) error {
 	opts := append([]kgo.Opt{}, in.clientOpts...)
 	if in.group != "" {
 		opts = append(opts,
-			kgo.OnPartitionsAssigned(func(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
-				in.onAssigned(c, cl, assigned)
+			kgo.OnPartitionsAssigned(func(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+				in.onAssigned(ctx, c, cl, assigned)
 			}),
 			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 				in.onRevoked(ctx, c, cl, revoked)
@@ -870,11 +873,14 @@ func (in *franzInput) partition(c *franzConn, tp topicPartition) *partitionState
 	if in.group != "" {
 		return nil
 	}
-	return in.startPartitionLocked(c, c.client, tp)
+	return in.startPartitionLocked(c, c.client, tp, -1)
 }
 
-func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topicPartition) *partitionState {
+// startPartitionLocked starts consuming tp; resumeAt is the offset the
+// group had committed for it, -1 for none.
+func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topicPartition, resumeAt int64) *partitionState {
 	p := newPartitionState(in, tp)
+	p.resumeAt = resumeAt
 	p.client = cl
 	var batcher *service.Batcher
 	if !in.batchPolicy.IsNoop() {
@@ -895,7 +901,8 @@ func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topi
 	return p
 }
 
-func (in *franzInput) onAssigned(c *franzConn, cl *kgo.Client, assigned map[string][]int32) {
+func (in *franzInput) onAssigned(ctx context.Context, c *franzConn, cl *kgo.Client, assigned map[string][]int32) {
+	resume := in.committedOffsets(ctx, cl, assigned)
 	c.partsMu.Lock()
 	c.gen++
 	for topic, parts := range assigned {
@@ -904,7 +911,11 @@ func (in *franzInput) onAssigned(c *franzConn, cl *kgo.Client, assigned map[stri
 			if old, ok := c.parts[tp]; ok {
 				old.close()
 			}
-			in.startPartitionLocked(c, cl, tp)
+			resumeAt, ok := resume[tp]
+			if !ok {
+				resumeAt = -1
+			}
+			in.startPartitionLocked(c, cl, tp, resumeAt)
 		}
 	}
 	// Paused partitions stay paused across rebalances: a new ownership
@@ -913,6 +924,32 @@ func (in *franzInput) onAssigned(c *franzConn, cl *kgo.Client, assigned map[stri
 	cl.ResumeFetchPartitions(assigned)
 	in.log.Infof("kafka_franz: assigned %v", assigned)
 	in.checkWhole(c, cl)
+}
+
+// committedOffsets returns the group's committed offsets of the assigned
+// partitions that have one, as the group has them now (the offsets the
+// client resumes from). It is asked once per assignment; on failure the
+// partitions go on without (their messages lack kafka_resume_offset).
+func (in *franzInput) committedOffsets(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) map[topicPartition]int64 {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, in.group)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		in.log.Warnf("kafka_franz: reading the committed offsets of group %s failed (messages go on without kafka_resume_offset): %v", in.group, err)
+		return nil
+	}
+	out := map[topicPartition]int64{}
+	for topic, parts := range assigned {
+		for _, part := range parts {
+			if o, ok := resp.Lookup(topic, part); ok && o.Err == nil && o.At >= 0 {
+				out[topicPartition{topic, part}] = o.At
+			}
+		}
+	}
+	return out
 }
 
 // checkWhole opens or closes the require_all_partitions gate: open while

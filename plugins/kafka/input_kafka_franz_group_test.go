@@ -484,3 +484,61 @@ func TestInputRequireAllStopsAWaitingRead(t *testing.T) {
 		t.Fatal("the waiting read delivered nothing 30 s after the second member left")
 	}
 }
+
+// TestInputResumeOffset: a member that starts a partition from the group's
+// committed offset says so on the first message of each batch
+// (kafka_resume_offset); one of a group with no commit for it does not.
+func TestInputResumeOffset(t *testing.T) {
+	s := inStack(t)
+	const topic = "resume-offset"
+	inCreateTopic(t, s.Brokers, topic, 1)
+	inProduce(t, s.Brokers, topic, 1, 10)
+	resumeOffsets := func(in *franzInput, n int) (firsts []any, others int) {
+		for seen := 0; seen < n; {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			batch, ack, err := in.ReadBatch(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("ReadBatch: %v", err)
+			}
+			for i, m := range batch {
+				v, ok := m.MetaGetMut("kafka_resume_offset")
+				switch {
+				case i == 0 && ok:
+					firsts = append(firsts, v)
+				case i == 0:
+					firsts = append(firsts, nil)
+				case ok:
+					others++
+				}
+			}
+			seen += len(batch)
+			if err := ack(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return firsts, others
+	}
+
+	in1 := newTestInput(t, groupConfig(s.Brokers, topic, "g", ""))
+	connect(t, in1)
+	if firsts, _ := resumeOffsets(in1, 10); firsts[0] != nil {
+		t.Fatalf("a new group's first batch carries kafka_resume_offset %v", firsts[0])
+	}
+	if err := in1.Close(context.Background()); err != nil { // commits 10
+		t.Fatal(err)
+	}
+
+	inProduce(t, s.Brokers, topic, 1, 3)
+	in2 := newTestInput(t, groupConfig(s.Brokers, topic, "g", ""))
+	connect(t, in2)
+	firsts, others := resumeOffsets(in2, 3)
+	for _, f := range firsts {
+		if f != 10 {
+			t.Errorf("after the group committed offset 10, a batch's first message has kafka_resume_offset %v, want 10", f)
+		}
+	}
+	if others != 0 {
+		t.Errorf("%d messages other than a batch's first carry kafka_resume_offset", others)
+	}
+}

@@ -42,6 +42,7 @@ type partitionState struct {
 	inflight     []*inflightBatch // in delivery order
 	replays      []*inflightBatch // nacked, to deliver again before anything newer
 	firstSeen    int64            // offset of the first record received, -1 before
+	resumeAt     int64            // the group's committed offset at assignment, -1 none; set before run
 	ackedNext    int64            // every offset below it is acked; -1 before the first ack
 	ackedEpoch   int32            // leader epoch of the last acked record
 	committed    int64            // last committed ackedNext; -1 none
@@ -73,6 +74,7 @@ func newPartitionState(in *franzInput, tp topicPartition) *partitionState {
 		done:         make(chan struct{}),
 		wake:         make(chan struct{}, 1),
 		firstSeen:    -1,
+		resumeAt:     -1,
 		ackedNext:    -1,
 		committed:    -1,
 		highWater:    -1,
@@ -231,6 +233,9 @@ func (p *partitionState) run(ctx context.Context, batcher *service.Batcher) {
 			}
 		} else {
 			msgs = b.msgs.Copy()
+		}
+		if p.resumeAt >= 0 {
+			msgs[0].MetaSetMut("kafka_resume_offset", int(p.resumeAt))
 		}
 		pb := pendingBatch{msgs: msgs, replay: b.attempts > 0, from: p, ack: func(_ context.Context, err error) error {
 			p.ack(b, err)

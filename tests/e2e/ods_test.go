@@ -567,19 +567,35 @@ func TestSchemaChangeMidStream(t *testing.T) {
 	// An update of one account in version 2: read its latest record back,
 	// decode it with version 1, bump the balance and the LSN, add the
 	// column, encode it with version 2.
+	e.raiseBalance(t, &want, envelopeEdit{readSchema: v1, writeSchema: string(v2text), writeID: v2.ID,
+		edit: func(env map[string]any) {
+			unwrapUnion(env["after"])["nickname"] = map[string]any{"string": "rainy day"}
+		}})
+	e.waitExact(t, p, want, time.Minute)
+	if n := deadLetters(t, e.stack.Brokers, "e2e.dlq"); n != 0 {
+		t.Errorf("%d dead letters after a schema change", n)
+	}
+	p.stop(t)
+}
+
+// raiseBalance produces an update of the first account of want (int
+// money): its latest record, its balance 7 units up and its LSN moved on,
+// then x.edit (if any) applied; want becomes the state after it.
+func (e *env) raiseBalance(t *testing.T, want *simulate.ODSState, x envelopeEdit) {
+	t.Helper()
 	target := want.CustomerAccount[0]
 	var lsn int64
-	e.produceEdited(t, cfg.Topic(simulate.TableAccounts), target.AccountID, envelopeEdit{
-		readSchema: v1, writeSchema: string(v2text), writeID: v2.ID,
-		edit: func(env map[string]any) {
-			after := unwrapUnion(env["after"])
-			after["account_balance"] = after["account_balance"].(int) + 7
-			after["nickname"] = map[string]any{"string": "rainy day"}
-			lsn = bumpLSN(env, 10_000_000)
-			env["op"], env["before"] = "u", nil
-		},
-	})
-	// The model's state, with that account's new balance and version.
+	more := x.edit
+	x.edit = func(env map[string]any) {
+		after := unwrapUnion(env["after"])
+		after["account_balance"] = after["account_balance"].(int) + 7
+		lsn = bumpLSN(env, 10_000_000)
+		env["op"], env["before"] = "u", nil
+		if more != nil {
+			more(env)
+		}
+	}
+	e.produceEdited(t, e.cfg.Topic(simulate.TableAccounts), target.AccountID, x)
 	for i := range want.CustomerAccount {
 		if want.CustomerAccount[i].AccountID == target.AccountID {
 			want.CustomerAccount[i].AccountBalance = addUnits(t, want.CustomerAccount[i].AccountBalance, 7)
@@ -591,11 +607,6 @@ func TestSchemaChangeMidStream(t *testing.T) {
 			want.TFinancialInsights[i].TotalBalance = addUnits(t, want.TFinancialInsights[i].TotalBalance, 7)
 		}
 	}
-	e.waitExact(t, p, want, time.Minute)
-	if dlq := readDLQ(t, e.stack.Brokers, "e2e.dlq", 0); len(dlq) != 0 {
-		t.Errorf("%d dead letters after a schema change", len(dlq))
-	}
-	p.stop(t)
 }
 
 // envelopeEdit says how produceEdited changes a record.

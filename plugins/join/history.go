@@ -1,0 +1,276 @@
+package join
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/odsflow/odsflow/internal/statestore"
+)
+
+// The state records, per Kafka partition whose messages it applied, the
+// offset after the last one (progressBucket). That is what tells a state
+// that lacks the history its consumer group has consumed: a new or
+// replaced state directory on a group that has progressed would join
+// against nothing, and hold every account for a customer that never comes,
+// without an error. The group's side is kafka_franz's kafka_resume_offset:
+// the offset the group had committed for a partition when this member was
+// assigned it. A partition the state has never seen, read from a committed
+// offset, is history the state does not have.
+//
+// Record offsets alone cannot tell: a compacted or expired topic starts
+// above offset 0 for a new group too.
+
+// progressBucket maps "topic\x00partition" to the next offset (8 bytes,
+// big-endian) after the last message of that partition the state applied.
+const progressBucket = "progress"
+
+// legacyKey in progressBucket marks a state written before partitions
+// were recorded: which partitions it has seen is unknown, so it is never
+// held for one it has not recorded.
+var legacyKey = []byte("\x00legacy")
+
+// partitionSeen is what a batch holds of one Kafka partition.
+type partitionSeen struct {
+	topic     string
+	partition int
+	next      int64 // after the batch's highest offset
+	resume    int64 // kafka_resume_offset, -1 when no message carries it
+}
+
+func (p *partitionSeen) key() []byte {
+	return []byte(p.topic + "\x00" + strconv.Itoa(p.partition))
+}
+
+func (p *partitionSeen) String() string {
+	return fmt.Sprintf("topic %s partition %d", p.topic, p.partition)
+}
+
+// partitionsOf collects the Kafka partitions of a batch's messages, in
+// order of first appearance; messages without Kafka metadata (another
+// input, a config unit test) count for none.
+func partitionsOf(batch service.MessageBatch) []*partitionSeen {
+	var out []*partitionSeen
+	var last *partitionSeen
+	for _, msg := range batch {
+		topic, ok := msg.MetaGetMut("kafka_topic")
+		if !ok {
+			continue
+		}
+		t, _ := topic.(string)
+		part, ok1 := metaInt(msg, "kafka_partition")
+		off, ok2 := metaInt(msg, "kafka_offset")
+		if t == "" || !ok1 || !ok2 {
+			continue
+		}
+		// A batch holds runs of one partition (kafka_franz cuts them per
+		// partition, and merges whole ones): look at the last one first.
+		p := last
+		if p == nil || p.topic != t || p.partition != int(part) {
+			p = nil
+			for _, q := range out {
+				if q.topic == t && q.partition == int(part) {
+					p = q
+					break
+				}
+			}
+			if p == nil {
+				p = &partitionSeen{topic: t, partition: int(part), resume: -1}
+				out = append(out, p)
+			}
+			last = p
+		}
+		p.next = max(p.next, off+1)
+		if r, ok := metaInt(msg, "kafka_resume_offset"); ok && p.resume < 0 {
+			p.resume = r
+		}
+	}
+	return out
+}
+
+// recordProgress writes the batch's partitions (and a pending legacy
+// mark) into the state, in the batch's transaction.
+func (h *history) recordProgress(tx statestore.Tx, parts []*partitionSeen) error {
+	if h.mark {
+		if err := tx.Put(progressBucket, legacyKey, []byte{}); err != nil {
+			return err
+		}
+	}
+	for _, p := range parts {
+		k := p.key()
+		old, err := tx.Get(progressBucket, k)
+		if err != nil {
+			return err
+		}
+		next := p.next
+		if len(old) == 8 {
+			// A replay after a crash reads offsets the state has applied.
+			next = max(next, int64(binary.BigEndian.Uint64(old)))
+		}
+		v := make([]byte, 8)
+		binary.BigEndian.PutUint64(v, uint64(next))
+		if err := tx.Put(progressBucket, k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// committed notes what recordProgress wrote, once its transaction is.
+func (h *history) committed(parts []*partitionSeen) {
+	h.mark = false
+	for _, p := range parts {
+		h.known[string(p.key())] = struct{}{}
+	}
+}
+
+// history is what the join knows of the state's partitions, kept across
+// batches (under join.mu) so that a partition is looked up once.
+type history struct {
+	require bool                // require_history
+	known   map[string]struct{} // partitions the state has recorded
+	checked bool                // whether the state is legacy is known
+	legacy  bool                // a state of an earlier odsflow (legacyKey)
+	mark    bool                // legacy, and legacyKey not written yet
+}
+
+// missingHistory returns the batch's partitions that the group has read
+// before (kafka_resume_offset) and this state has never seen. A state
+// written by an earlier odsflow, which recorded no partitions, is marked
+// legacy at its first check (the mark is written with the batch), and
+// never held.
+func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]*partitionSeen, error) {
+	h := &j.history
+	var ask []*partitionSeen
+	for _, p := range parts {
+		if _, ok := h.known[string(p.key())]; !ok && p.resume >= 0 && !h.legacy {
+			ask = append(ask, p)
+		}
+	}
+	if len(ask) == 0 {
+		return nil, nil
+	}
+	var missing []*partitionSeen
+	err := j.store.View(ctx, func(tx statestore.Tx) error {
+		missing = missing[:0]
+		if !h.checked {
+			legacy, err := tx.Get(progressBucket, legacyKey)
+			if err != nil {
+				return err
+			}
+			recorded, err := tx.Count(progressBucket)
+			if err != nil {
+				return err
+			}
+			old := false
+			if legacy == nil && recorded == 0 {
+				if old, err = hasRows(tx); err != nil {
+					return err
+				}
+			}
+			h.checked, h.legacy, h.mark = true, legacy != nil || old, old
+			if old {
+				j.log.Infof("cdc_join: the state was written by an earlier odsflow, which did not record its Kafka partitions: " +
+					"whether it lacks history the consumer group has read cannot be checked for it (require_history)")
+			}
+			if h.legacy {
+				return nil
+			}
+		}
+		for _, p := range ask {
+			v, err := tx.Get(progressBucket, p.key())
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				missing = append(missing, p)
+			} else {
+				h.known[string(p.key())] = struct{}{}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cdc_join: reading the state's partitions: %w", err)
+	}
+	return missing, nil
+}
+
+// hasRows tells whether the state holds any row, index or held event.
+func hasRows(tx statestore.Tx) (bool, error) {
+	buckets, err := tx.Buckets()
+	if err != nil {
+		return false, err
+	}
+	for _, b := range buckets {
+		if b == progressBucket {
+			continue
+		}
+		n, err := tx.Count(b)
+		if err != nil || n > 0 {
+			return n > 0, err
+		}
+	}
+	return false, nil
+}
+
+// checkHistory returns once the batch may be applied: at once unless
+// require_history finds a partition missing, or the state cannot be read
+// (retried with backoff, like a failed write); when one is missing, only
+// when the pipeline stops, with an error.
+func (j *join) checkHistory(ctx context.Context, parts []*partitionSeen) error {
+	if !j.history.require {
+		return nil
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		missing, err := j.missingHistory(ctx, parts)
+		if err == nil && len(missing) == 0 {
+			return nil
+		}
+		if err == nil {
+			return j.holdForHistory(ctx, missing)
+		}
+		j.log.Errorf("%v; retrying in %v", err, backoff)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// holdForHistory is require_history's hold: nothing of the batch is
+// applied or passed on, so nothing is acked or committed, until the
+// pipeline stops. Nothing the operator does to the running process can
+// supply the history, so it only logs, now and every minute.
+func (j *join) holdForHistory(ctx context.Context, missing []*partitionSeen) error {
+	names := make([]string, len(missing))
+	for i, p := range missing {
+		names[i] = fmt.Sprintf("%s (the group resumes at offset %d)", p, p.resume)
+	}
+	sort.Strings(names)
+	reason := fmt.Sprintf("cdc_join: the state in %s has never applied a message of %s, which the consumer group has read before: "+
+		"this state lacks the history the group has consumed (a new, emptied or replaced state directory), and joining against it would "+
+		"hold or drop rows without an error. Nothing is processed or committed. Move the state directory that goes with this consumer "+
+		"group back, or rebuild the state by reading the topics from the start with a new consumer group; to go on without the history, "+
+		"set require_history: false", j.stateDir, strings.Join(names, ", "))
+	j.log.Error(reason)
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cdc_join: stopped while holding a batch for missing history: %w", ctx.Err())
+		case <-tick.C:
+			j.log.Error(reason)
+		}
+	}
+}

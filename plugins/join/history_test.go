@@ -1,0 +1,189 @@
+package join
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/odsflow/odsflow/internal/statestore"
+)
+
+// fromKafka gives m the metadata kafka_franz gives a record; resume ≥ 0
+// is the group's committed offset (kafka_resume_offset).
+func fromKafka(m *service.Message, topic string, partition, offset, resume int) *service.Message {
+	m.MetaSetMut("kafka_topic", topic)
+	m.MetaSetMut("kafka_partition", partition)
+	m.MetaSetMut("kafka_offset", offset)
+	if resume >= 0 {
+		m.MetaSetMut("kafka_resume_offset", resume)
+	}
+	return m
+}
+
+// processWithin runs one batch with a deadline: a batch held for missing
+// history returns the hold's error when it passes.
+func processWithin(j *join, wait time.Duration, msgs ...*service.Message) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	out, err := j.ProcessBatch(ctx, msgs)
+	n := 0
+	for _, b := range out {
+		n += len(b)
+	}
+	return n, err
+}
+
+func newHistoryJoin(t *testing.T, dir string, require bool) *join {
+	t.Helper()
+	conf, err := joinSpec().ParseYAML(fmt.Sprintf(odsConfig, dir)+fmt.Sprintf("require_history: %v\n", require), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := newJoin(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func TestRequireHistoryHoldsANewStateOnAProgressedGroup(t *testing.T) {
+	kept := t.TempDir()
+	j := newHistoryJoin(t, kept, true)
+	// A new group: no kafka_resume_offset.
+	if n, err := processWithin(j, 5*time.Second,
+		fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1),
+		fromKafka(acct("c", 2, 1, 1001, 7, "5.00"), "accounts", 2, 0, -1)); err != nil || n != 1 {
+		t.Fatalf("a new group on a new state: %d rows, %v", n, err)
+	}
+	_ = j.Close(context.Background())
+
+	// The group has committed; a process starts with another state.
+	resumed := func() []*service.Message {
+		return []*service.Message{
+			fromKafka(acct("u", 3, 1, 1001, 7, "6.00"), "accounts", 2, 1, 1),
+			fromKafka(cust("u", 4, 7, "Anna"), "customers", 0, 1, 1),
+		}
+	}
+	empty := newHistoryJoin(t, t.TempDir(), true)
+	n, err := processWithin(empty, 300*time.Millisecond, resumed()...)
+	if err == nil || n != 0 {
+		t.Fatalf("a new state on a progressed group: %d messages passed on, error %v; want the batch held", n, err)
+	}
+	if !strings.Contains(err.Error(), "missing history") {
+		t.Errorf("hold ended with %v", err)
+	}
+	// Held means nothing applied: the state is still empty.
+	if err := empty.store.View(context.Background(), func(tx statestore.Tx) error {
+		if has, err := hasRows(tx); has || err != nil {
+			return fmt.Errorf("the held batch changed the state (rows %v, %v)", has, err)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	_ = empty.Close(context.Background())
+
+	// The state that goes with the group: on it goes.
+	j = newHistoryJoin(t, kept, true)
+	defer j.Close(context.Background())
+	if n, err := processWithin(j, 5*time.Second, resumed()...); err != nil || n != 2 {
+		t.Fatalf("the group's own state: %d rows, %v", n, err)
+	}
+}
+
+func TestRequireHistoryFalseGoesOn(t *testing.T) {
+	j := newHistoryJoin(t, t.TempDir(), false)
+	defer j.Close(context.Background())
+	if n, err := processWithin(j, 5*time.Second,
+		fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 5, 5),
+		fromKafka(acct("c", 2, 1, 1001, 7, "5.00"), "accounts", 0, 9, 9)); err != nil || n != 1 {
+		t.Fatalf("require_history false: %d rows, %v", n, err)
+	}
+}
+
+// A partition the state has seen is not held, whichever offset the group
+// resumes from; one it has not is, even when it has seen others.
+func TestRequireHistoryPerPartition(t *testing.T) {
+	j := newHistoryJoin(t, t.TempDir(), true)
+	defer j.Close(context.Background())
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, 40, 40)); err != nil {
+		t.Fatalf("a partition the state has seen, resumed further on: %v", err)
+	}
+	if _, err := processWithin(j, 300*time.Millisecond, fromKafka(cust("c", 3, 8, "Bob"), "customers", 1, 12, 12)); err == nil {
+		t.Fatal("a partition the state has never seen, resumed at 12, was not held")
+	}
+}
+
+// A state of an earlier odsflow (rows, no recorded partitions) is not held,
+// and stays unchecked across restarts.
+func TestRequireHistoryLegacyState(t *testing.T) {
+	dir := t.TempDir()
+	j := newHistoryJoin(t, dir, true)
+	// No Kafka metadata: nothing recorded, as before partitions were.
+	run(t, j, cust("c", 1, 7, "Ann"))
+	_ = j.Close(context.Background())
+
+	j = newHistoryJoin(t, dir, true)
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, 3, 3)); err != nil {
+		t.Fatalf("a legacy state was held: %v", err)
+	}
+	_ = j.Close(context.Background())
+	j = newHistoryJoin(t, dir, true)
+	defer j.Close(context.Background())
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 3, 8, "Bob"), "customers", 1, 12, 12)); err != nil {
+		t.Fatalf("a legacy state was held after a restart: %v", err)
+	}
+}
+
+// The recorded offset is the highest seen: a replay of older offsets after
+// a crash does not move it back.
+func TestProgressKeepsTheHighestOffset(t *testing.T) {
+	j := newHistoryJoin(t, t.TempDir(), true)
+	defer j.Close(context.Background())
+	for _, offs := range [][2]int{{10, 11}, {4, 5}} {
+		if _, err := processWithin(j, 5*time.Second,
+			fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, offs[0], -1),
+			fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, offs[1], -1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.store.View(context.Background(), func(tx statestore.Tx) error {
+		v, err := tx.Get(progressBucket, []byte("customers\x000"))
+		if err != nil || len(v) != 8 {
+			return fmt.Errorf("progress of customers/0: %x, %v", v, err)
+		}
+		if got := binary.BigEndian.Uint64(v); got != 12 {
+			return fmt.Errorf("progress of customers/0 is %d, want 12 (after offset 11)", got)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestPartitionsOf(t *testing.T) {
+	batch := service.MessageBatch{
+		fromKafka(service.NewMessage(nil), "a", 0, 5, 5),
+		fromKafka(service.NewMessage(nil), "a", 0, 6, -1),
+		fromKafka(service.NewMessage(nil), "b", 1, 9, -1),
+		service.NewMessage(nil), // no Kafka metadata
+		fromKafka(service.NewMessage(nil), "a", 0, 7, -1),
+	}
+	got := partitionsOf(batch)
+	var lines []string
+	for _, p := range got {
+		lines = append(lines, fmt.Sprintf("%s/%d next %d resume %d", p.topic, p.partition, p.next, p.resume))
+	}
+	want := "a/0 next 8 resume 5; b/1 next 10 resume -1"
+	if s := strings.Join(lines, "; "); s != want {
+		t.Errorf("partitionsOf: %s, want %s", s, want)
+	}
+}
