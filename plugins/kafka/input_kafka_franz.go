@@ -20,6 +20,8 @@ import (
 const (
 	ifTopics          = "topics"
 	ifRegexpTopics    = "regexp_topics"
+	ifRegexpInclude   = "regexp_topics_include"
+	ifRegexpExclude   = "regexp_topics_exclude"
 	ifConsumerGroup   = "consumer_group"
 	ifCheckpointLimit = "checkpoint_limit"
 	ifCommitPeriod    = "commit_period"
@@ -43,6 +45,16 @@ const (
 	ifRequireAll      = "require_all_partitions"
 )
 
+// inputLintRule finds, at lint time, the topic settings newFranzInput
+// refuses.
+const inputLintRule = `let topics = this.topics.or([]).length() > 0
+let include = this.regexp_topics_include.or([]).length() > 0
+root = [
+  if !$topics && !$include { "either topics or regexp_topics_include must be specified" },
+  if $topics && $include { "either topics or regexp_topics_include, not both" },
+  if this.regexp_topics_exclude.or([]).length() > 0 && !$include && !this.regexp_topics.or(false) { "regexp_topics_exclude needs regexp_topics_include (or regexp_topics)" },
+].filter(e -> e != null)`
+
 func franzInputSpec() *service.ConfigSpec {
 	fields := clientFields()
 	fields = append(fields,
@@ -50,10 +62,19 @@ func franzInputSpec() *service.ConfigSpec {
 			Description("Topics to consume. Items holding commas are split. Without a `consumer_group`, an item may name partitions: `foo:0` (one partition), `foo:0-2` (a range), `foo:0:42` (one partition from offset 42).").
 			Example([]string{"fulfillment.transactions_schema.T_Customers"}).
 			Example([]string{"foo,bar"}).
-			Example([]string{"foo:0", "foo:1-2"}),
+			Example([]string{"foo:0", "foo:1-2"}).
+			Optional(),
 		service.NewBoolField(ifRegexpTopics).
-			Description("Whether `topics` are regular expressions matched against the cluster's topics (re-checked every `metadata_max_age`).").
+			Description("Whether `topics` are regular expressions matched against the cluster's topics (re-checked every `metadata_max_age`). `regexp_topics_include` says the same more plainly.").
 			Default(false),
+		service.NewStringListField(ifRegexpInclude).
+			Description("Instead of `topics`: regular expressions (Go syntax, unanchored) matched against the cluster's topics; every topic one matches is consumed, as it appears (re-checked every `metadata_max_age`).").
+			Example([]string{`^fulfillment\.transactions_schema\.T_.*`}).
+			Optional(),
+		service.NewStringListField(ifRegexpExclude).
+			Description("With `regexp_topics_include` (or `regexp_topics`): regular expressions of topics not to consume, even when an include matches them.").
+			Example([]string{`\.dlq$`}).
+			Optional(),
 		service.NewStringField(ifConsumerGroup).
 			Description("The consumer group: partitions are balanced across its members and acked offsets are committed to it. Without one, every partition of `topics` is consumed directly and nothing is committed.").
 			Optional(),
@@ -150,6 +171,7 @@ this member was assigned it also carries `+"`kafka_resume_offset`"+`: that commi
 to tell a state that lacks the history the group has consumed (see its `+"`require_history`"+`).
 `).
 		Fields(fields...).
+		LintRule(inputLintRule).
 		Example("CDC topics with a consumer group", "Consume the three Debezium topics in order per partition.", `
 input:
   kafka_franz:
@@ -221,6 +243,7 @@ type franzInput struct {
 	clientOpts      []kgo.Opt // baseOpts plus consuming
 	topics          []string
 	regexpTopics    bool
+	excludeTopics   []string // regexp_topics_exclude
 	group           string
 	direct          map[string]map[int32]kgo.Offset // explicit partitions, without a group
 	checkpointLimit int
@@ -318,7 +341,12 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 	if in.clientOpts, err = clientOptions(conf, in.log); err != nil {
 		return nil, err
 	}
-	rawTopics, err := conf.FieldStringList(ifTopics)
+	var rawTopics []string
+	if conf.Contains(ifTopics) {
+		if rawTopics, err = conf.FieldStringList(ifTopics); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -329,16 +357,35 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 			}
 		}
 	}
-	if len(in.topics) == 0 {
-		return nil, errors.New("topics: at least one topic is required")
-	}
 	if in.regexpTopics, err = conf.FieldBool(ifRegexpTopics); err != nil {
 		return nil, err
 	}
+	var include []string
+	if conf.Contains(ifRegexpInclude) {
+		if include, err = conf.FieldStringList(ifRegexpInclude); err != nil {
+			return nil, err
+		}
+	}
+	if conf.Contains(ifRegexpExclude) {
+		if in.excludeTopics, err = conf.FieldStringList(ifRegexpExclude); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case len(include) > 0 && len(in.topics) > 0:
+		return nil, errors.New("either topics or regexp_topics_include, not both")
+	case len(include) > 0:
+		in.topics, in.regexpTopics = include, true
+	case len(in.topics) == 0:
+		return nil, errors.New("topics or regexp_topics_include: at least one topic is required")
+	}
+	if len(in.excludeTopics) > 0 && !in.regexpTopics {
+		return nil, errors.New("regexp_topics_exclude needs regexp_topics_include (or regexp_topics)")
+	}
 	if in.regexpTopics {
-		for _, t := range in.topics {
+		for _, t := range append(append([]string{}, in.topics...), in.excludeTopics...) {
 			if _, err := regexp.Compile(t); err != nil {
-				return nil, fmt.Errorf("regexp_topics: %q: %w", t, err)
+				return nil, fmt.Errorf("topic pattern %q: %w", t, err)
 			}
 		}
 	}
@@ -479,6 +526,9 @@ func (in *franzInput) consumerOptions(conf *service.ParsedConfig) ([]kgo.Opt, er
 	switch {
 	case in.regexpTopics:
 		opts = append(opts, kgo.ConsumeTopics(in.topics...), kgo.ConsumeRegex())
+		if len(in.excludeTopics) > 0 {
+			opts = append(opts, kgo.ConsumeExcludeTopics(in.excludeTopics...))
+		}
 	case in.direct != nil:
 		opts = append(opts, kgo.ConsumePartitions(in.direct))
 	default:

@@ -1058,3 +1058,77 @@ func TestInputTransactionIsolation(t *testing.T) {
 		}
 	}
 }
+
+// TestInputRegexpTopicsIncludeExclude: Redpanda Connect's include and
+// exclude patterns; the excluded topic is never delivered.
+func TestInputRegexpTopicsIncludeExclude(t *testing.T) {
+	s := inStack(t)
+	for _, topic := range []string{"ri.a", "ri.b", "ri.skip", "other"} {
+		inCreateTopic(t, s.Brokers, topic, 1)
+		inProduce(t, s.Brokers, topic, 1, 1)
+	}
+	in := newTestInput(t, fmt.Sprintf(`
+seed_brokers: [ %q ]
+regexp_topics_include: [ '^ri\.' ]
+regexp_topics_exclude: [ 'skip$' ]
+consumer_group: ri-g
+`, s.Brokers))
+	connect(t, in)
+	got := map[string]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for got["ri.a"] == 0 || got["ri.b"] == 0 {
+		batch, ack, err := in.ReadBatch(ctx)
+		if err != nil {
+			t.Fatalf("ReadBatch: %v (got %v)", err, got)
+		}
+		for _, m := range batch {
+			topic, _ := m.MetaGetMut("kafka_topic")
+			got[topic.(string)]++
+		}
+		_ = ack(ctx, nil)
+	}
+	// Whatever else would come comes now.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel2()
+	if batch, _, err := in.ReadBatch(ctx2); err == nil {
+		for _, m := range batch {
+			topic, _ := m.MetaGetMut("kafka_topic")
+			got[topic.(string)]++
+		}
+	}
+	if got["ri.skip"] != 0 || got["other"] != 0 {
+		t.Fatalf("consumed %v, want ri.a and ri.b only", got)
+	}
+}
+
+func TestInputTopicSettingsRefused(t *testing.T) {
+	linter := service.NewEnvironment().NewComponentConfigLinter().SetSkipEnvVarCheck(true)
+	for name, c := range map[string]struct{ yaml, want, lint string }{
+		"neither":       {`seed_brokers: [ "localhost:9092" ]`, "at least one topic", "must be specified"},
+		"both":          {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nregexp_topics_include: [ b ]", "not both", "not both"},
+		"exclude alone": {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nregexp_topics_exclude: [ b ]", "needs regexp_topics_include", "needs regexp_topics_include"},
+		"bad pattern":   {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ '(' ]", "topic pattern", ""},
+		"bad exclude":   {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ a ]\nregexp_topics_exclude: [ '[' ]", "topic pattern", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			conf, err := franzInputSpec().ParseYAML(c.yaml, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := newFranzInput(conf, service.MockResources()); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want an error with %q", err, c.want)
+			}
+			if c.lint == "" {
+				return // lint does not compile patterns
+			}
+			lints, err := linter.LintYAML("input", []byte("kafka_franz:\n  "+strings.ReplaceAll(c.yaml, "\n", "\n  ")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(lints) != 1 || !strings.Contains(lints[0].What, c.lint) {
+				t.Errorf("lints %v, want one with %q", lints, c.lint)
+			}
+		})
+	}
+}
