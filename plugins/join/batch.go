@@ -202,7 +202,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 				}
 				outs = append(outs, emitted...)
 			}
-			if err := j.history.recordProgress(tx, parts); err != nil {
+			if err := recordProgress(tx, parts); err != nil {
 				return err
 			}
 			var err error

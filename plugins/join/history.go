@@ -20,20 +20,23 @@ import (
 // replaced state directory on a group that has progressed would join
 // against nothing, and hold every account for a customer that never comes,
 // without an error. The group's side is kafka_franz's kafka_resume_offset:
-// the offset the group had committed for a partition when this member was
-// assigned it. A partition the state has never seen, read from a committed
-// offset, is history the state does not have.
+// the offset the group had committed for a partition (above its log start)
+// when this member was assigned it. A topic read from committed offsets of
+// which the state has applied nothing is history the state does not have.
 //
-// Record offsets alone cannot tell: a compacted or expired topic starts
-// above offset 0 for a new group too.
+// Per topic, not per partition: a partition whose messages never reach the
+// join (tombstones only, which debezium_unwrap drops; a filter) is
+// committed without the state recording it, and is not missing anything.
+// Record offsets alone cannot tell either: a compacted or expired topic
+// starts above offset 0 for a new group too. Not detected: a stale copy of
+// the right state (it has every topic, only older).
 
 // progressBucket maps "topic\x00partition" to the next offset (8 bytes,
 // big-endian) after the last message of that partition the state applied.
 const progressBucket = "progress"
 
 // legacyKey in progressBucket marks a state written before partitions
-// were recorded: which partitions it has seen is unknown, so it is never
-// held for one it has not recorded.
+// were recorded: which topics it has seen is unknown, so it is never held.
 var legacyKey = []byte("\x00legacy")
 
 // partitionSeen is what a batch holds of one Kafka partition.
@@ -46,10 +49,6 @@ type partitionSeen struct {
 
 func (p *partitionSeen) key() []byte {
 	return []byte(p.topic + "\x00" + strconv.Itoa(p.partition))
-}
-
-func (p *partitionSeen) String() string {
-	return fmt.Sprintf("topic %s partition %d", p.topic, p.partition)
 }
 
 // partitionsOf collects the Kafka partitions of a batch's messages, in
@@ -94,14 +93,9 @@ func partitionsOf(batch service.MessageBatch) []*partitionSeen {
 	return out
 }
 
-// recordProgress writes the batch's partitions (and a pending legacy
-// mark) into the state, in the batch's transaction.
-func (h *history) recordProgress(tx statestore.Tx, parts []*partitionSeen) error {
-	if h.mark {
-		if err := tx.Put(progressBucket, legacyKey, []byte{}); err != nil {
-			return err
-		}
-	}
+// recordProgress writes the batch's partitions into the state, in the
+// batch's transaction.
+func recordProgress(tx statestore.Tx, parts []*partitionSeen) error {
 	for _, p := range parts {
 		k := p.key()
 		old, err := tx.Get(progressBucket, k)
@@ -122,34 +116,58 @@ func (h *history) recordProgress(tx statestore.Tx, parts []*partitionSeen) error
 	return nil
 }
 
+// history is what the join knows of the state's topics, kept across
+// batches (under join.mu) so that a topic is looked up once.
+type history struct {
+	require bool                // require_history
+	legacy  bool                // a state of an earlier odsflow (legacyKey)
+	known   map[string]struct{} // topics the state has recorded
+}
+
 // committed notes what recordProgress wrote, once its transaction is.
 func (h *history) committed(parts []*partitionSeen) {
-	h.mark = false
 	for _, p := range parts {
-		h.known[string(p.key())] = struct{}{}
+		h.known[p.topic] = struct{}{}
 	}
 }
 
-// history is what the join knows of the state's partitions, kept across
-// batches (under join.mu) so that a partition is looked up once.
-type history struct {
-	require bool                // require_history
-	known   map[string]struct{} // partitions the state has recorded
-	checked bool                // whether the state is legacy is known
-	legacy  bool                // a state of an earlier odsflow (legacyKey)
-	mark    bool                // legacy, and legacyKey not written yet
+// openHistory reads whether the state is legacy: one written by an
+// earlier odsflow, which recorded no partitions, holds rows but no
+// progress. Such a state is marked at once (before a batch records
+// partitions, which would make it look recorded), and never checked.
+func (j *join) openHistory(ctx context.Context) error {
+	j.history.known = map[string]struct{}{}
+	mark := false
+	err := j.store.View(ctx, func(tx statestore.Tx) error {
+		legacy, err := tx.Get(progressBucket, legacyKey)
+		if err != nil || legacy != nil {
+			j.history.legacy = legacy != nil
+			return err
+		}
+		recorded, err := tx.Count(progressBucket)
+		if err != nil || recorded > 0 {
+			return err
+		}
+		mark, err = hasRows(tx)
+		return err
+	})
+	if err != nil || !mark {
+		return err
+	}
+	j.log.Infof("cdc_join: the state in %s was written by an earlier odsflow, which did not record its Kafka partitions: "+
+		"whether it lacks history the consumer group has read cannot be checked for it (require_history)", j.stateDir)
+	j.history.legacy = true
+	return j.store.Update(ctx, func(tx statestore.Tx) error { return tx.Put(progressBucket, legacyKey, []byte{}) })
 }
 
 // missingHistory returns the batch's partitions that the group has read
-// before (kafka_resume_offset) and this state has never seen. A state
-// written by an earlier odsflow, which recorded no partitions, is marked
-// legacy at its first check (the mark is written with the batch), and
-// never held.
+// before (kafka_resume_offset) and of whose topic this state has applied
+// nothing.
 func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]*partitionSeen, error) {
 	h := &j.history
 	var ask []*partitionSeen
 	for _, p := range parts {
-		if _, ok := h.known[string(p.key())]; !ok && p.resume >= 0 && !h.legacy {
+		if _, ok := h.known[p.topic]; !ok && p.resume >= 0 && !h.legacy {
 			ask = append(ask, p)
 		}
 	}
@@ -159,39 +177,19 @@ func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]*p
 	var missing []*partitionSeen
 	err := j.store.View(ctx, func(tx statestore.Tx) error {
 		missing = missing[:0]
-		if !h.checked {
-			legacy, err := tx.Get(progressBucket, legacyKey)
-			if err != nil {
-				return err
-			}
-			recorded, err := tx.Count(progressBucket)
-			if err != nil {
-				return err
-			}
-			old := false
-			if legacy == nil && recorded == 0 {
-				if old, err = hasRows(tx); err != nil {
-					return err
-				}
-			}
-			h.checked, h.legacy, h.mark = true, legacy != nil || old, old
-			if old {
-				j.log.Infof("cdc_join: the state was written by an earlier odsflow, which did not record its Kafka partitions: " +
-					"whether it lacks history the consumer group has read cannot be checked for it (require_history)")
-			}
-			if h.legacy {
-				return nil
-			}
-		}
 		for _, p := range ask {
-			v, err := tx.Get(progressBucket, p.key())
+			found := false
+			err := tx.Scan(progressBucket, []byte(p.topic+"\x00"), func(_, _ []byte) error {
+				found = true
+				return statestore.ErrStop
+			})
 			if err != nil {
 				return err
 			}
-			if v == nil {
-				missing = append(missing, p)
+			if found {
+				h.known[p.topic] = struct{}{}
 			} else {
-				h.known[string(p.key())] = struct{}{}
+				missing = append(missing, p)
 			}
 		}
 		return nil
@@ -254,14 +252,14 @@ func (j *join) checkHistory(ctx context.Context, parts []*partitionSeen) error {
 func (j *join) holdForHistory(ctx context.Context, missing []*partitionSeen) error {
 	names := make([]string, len(missing))
 	for i, p := range missing {
-		names[i] = fmt.Sprintf("%s (the group resumes at offset %d)", p, p.resume)
+		names[i] = fmt.Sprintf("topic %s (the group resumes its partition %d at offset %d)", p.topic, p.partition, p.resume)
 	}
 	sort.Strings(names)
-	reason := fmt.Sprintf("cdc_join: the state in %s has never applied a message of %s, which the consumer group has read before: "+
+	reason := fmt.Sprintf("cdc_join: the state in %s has applied no message of %s, which the consumer group has read before: "+
 		"this state lacks the history the group has consumed (a new, emptied or replaced state directory), and joining against it would "+
 		"hold or drop rows without an error. Nothing is processed or committed. Move the state directory that goes with this consumer "+
-		"group back, or rebuild the state by reading the topics from the start with a new consumer group; to go on without the history, "+
-		"set require_history: false", j.stateDir, strings.Join(names, ", "))
+		"group back, or rebuild the state by reading the topics from the start (a new consumer group, or this one reset to the earliest "+
+		"offsets); to go on without the history, set require_history: false", j.stateDir, strings.Join(names, ", "))
 	j.log.Error(reason)
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()

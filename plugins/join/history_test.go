@@ -106,9 +106,11 @@ func TestRequireHistoryFalseGoesOn(t *testing.T) {
 	}
 }
 
-// A partition the state has seen is not held, whichever offset the group
-// resumes from; one it has not is, even when it has seen others.
-func TestRequireHistoryPerPartition(t *testing.T) {
+// A topic the state has applied messages of is not held, whichever offset
+// the group resumes from, nor is another partition of it (its messages may
+// all have been tombstones, dropped before the join); a topic it has
+// applied nothing of is.
+func TestRequireHistoryPerTopic(t *testing.T) {
 	j := newHistoryJoin(t, t.TempDir(), true)
 	defer j.Close(context.Background())
 	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1)); err != nil {
@@ -117,13 +119,17 @@ func TestRequireHistoryPerPartition(t *testing.T) {
 	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, 40, 40)); err != nil {
 		t.Fatalf("a partition the state has seen, resumed further on: %v", err)
 	}
-	if _, err := processWithin(j, 300*time.Millisecond, fromKafka(cust("c", 3, 8, "Bob"), "customers", 1, 12, 12)); err == nil {
-		t.Fatal("a partition the state has never seen, resumed at 12, was not held")
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 3, 8, "Bob"), "customers", 1, 12, 12)); err != nil {
+		t.Fatalf("another partition of a topic the state has seen: %v", err)
+	}
+	if _, err := processWithin(j, 300*time.Millisecond, fromKafka(acct("c", 4, 1, 1001, 7, "5.00"), "accounts", 0, 12, 12)); err == nil {
+		t.Fatal("a topic the state has never applied, resumed at 12, was not held")
 	}
 }
 
-// A state of an earlier odsflow (rows, no recorded partitions) is not held,
-// and stays unchecked across restarts.
+// A state of an earlier odsflow (rows, no recorded partitions) is marked
+// at open, before any batch records partitions, and never held: not even
+// after a first run whose batches carried no kafka_resume_offset.
 func TestRequireHistoryLegacyState(t *testing.T) {
 	dir := t.TempDir()
 	j := newHistoryJoin(t, dir, true)
@@ -132,13 +138,13 @@ func TestRequireHistoryLegacyState(t *testing.T) {
 	_ = j.Close(context.Background())
 
 	j = newHistoryJoin(t, dir, true)
-	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, 3, 3)); err != nil {
-		t.Fatalf("a legacy state was held: %v", err)
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, 3, -1)); err != nil {
+		t.Fatal(err)
 	}
 	_ = j.Close(context.Background())
 	j = newHistoryJoin(t, dir, true)
 	defer j.Close(context.Background())
-	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 3, 8, "Bob"), "customers", 1, 12, 12)); err != nil {
+	if _, err := processWithin(j, 5*time.Second, fromKafka(acct("c", 3, 1, 1001, 7, "5.00"), "accounts", 1, 12, 12)); err != nil {
 		t.Fatalf("a legacy state was held after a restart: %v", err)
 	}
 }

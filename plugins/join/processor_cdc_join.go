@@ -79,12 +79,13 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 			service.NewBoolField("require_history").
 				Description("Refuse a state that lacks history the consumer group has consumed. The state records the Kafka partitions whose "+
 					"messages it applied (from `kafka_topic`, `kafka_partition`, `kafka_offset`); `kafka_franz` marks a partition the group had "+
-					"committed an offset for (`kafka_resume_offset`). A partition read from a committed offset that the state has never seen "+
-					"means a new, emptied or replaced `state_dir` on a group that has progressed: joined against it, rows would be held or "+
-					"missed without an error. The batch is then held (nothing applied, passed on or committed) and an error logged every "+
-					"minute, until the pipeline stops. Move the state that goes with the group back, or rebuild the state with a new consumer "+
-					"group (it reads the topics from the start); `false` goes on without the history. A state written by an odsflow that "+
-					"did not record partitions is not checked. Messages without Kafka metadata are not checked.").
+					"committed an offset for, above its log start (`kafka_resume_offset`). A topic read from committed offsets of which the state "+
+					"has applied nothing means a new, emptied or replaced `state_dir` on a group that has progressed: joined against it, rows "+
+					"would be held or missed without an error. The batch is then held (nothing applied, passed on or committed) and an error "+
+					"logged every minute, until the pipeline stops. Move the state that goes with the group back, or rebuild the state with a "+
+					"new consumer group, or this one reset to the earliest offsets (either reads the topics from the start); `false` goes on "+
+					"without the history. Not detected: a stale copy of the right state (a backup); a state written by an odsflow that did not "+
+					"record partitions (never checked); messages without Kafka metadata.").
 				Default(true),
 			service.NewDurationField("tombstone_retention").Description("How long a deleted key's tombstone is kept.").Default("168h").Advanced(),
 			service.NewObjectListField("tables",
@@ -316,12 +317,15 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	if j.history.require, err = conf.FieldBool("require_history"); err != nil {
 		return nil, err
 	}
-	j.history.known = map[string]struct{}{}
 	if dir == memoryStateDir {
 		j.store = statestore.OpenMemory()
 		j.log.Warnf("cdc_join: state_dir %s: the state is in memory only and does not survive a restart", memoryStateDir)
 	} else if j.store, err = statestore.OpenLog(dir); err != nil {
 		return nil, err
+	}
+	if err := j.openHistory(context.Background()); err != nil {
+		_ = j.store.Close()
+		return nil, fmt.Errorf("cdc_join: reading the state's partitions: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	j.stopPurge, j.purged = cancel, make(chan struct{})

@@ -166,8 +166,9 @@ pipeline needs by default:
 ### Metadata
 
 Every message carries `+"`kafka_key`, `kafka_topic`, `kafka_partition`, `kafka_offset`, `kafka_timestamp_ms`, `kafka_timestamp_unix`, `kafka_tombstone_message`"+` (true for a record with a null value) and each record header.
-With a `+"`consumer_group`"+`, the first message of each batch of a partition whose offset the group had committed when
-this member was assigned it also carries `+"`kafka_resume_offset`"+`: that committed offset (an integer). `+"`cdc_join`"+` reads it
+With a `+"`consumer_group`"+`, the first message of each batch (the first that is not a tombstone) of a partition whose
+offset the group had committed, above the partition's log start, when this member was assigned it also carries
+`+"`kafka_resume_offset`"+`: that committed offset (an integer). `+"`cdc_join`"+` reads it
 to tell a state that lacks the history the group has consumed (see its `+"`require_history`"+`).
 `).
 		Fields(fields...).
@@ -977,26 +978,40 @@ func (in *franzInput) onAssigned(ctx context.Context, c *franzConn, cl *kgo.Clie
 }
 
 // committedOffsets returns the group's committed offsets of the assigned
-// partitions that have one, as the group has them now (the offsets the
-// client resumes from). It is asked once per assignment; on failure the
-// partitions go on without (their messages lack kafka_resume_offset).
+// partitions that have one above the partition's log start (the offsets
+// the client resumes from): a group reset to the earliest offset reads
+// what a new group would, so it is not "resumed". Asked once per
+// assignment, within a few seconds (the callback holds up the group's
+// next rebalance); on failure the partitions go on unmarked.
 func (in *franzInput) committedOffsets(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) map[topicPartition]int64 {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
-	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, in.group)
-	if err == nil {
-		err = resp.Error()
-	}
+	adm := kadm.NewClient(cl)
+	committed, err := adm.FetchOffsets(ctx, in.group)
 	if err != nil {
 		in.log.Warnf("kafka_franz: reading the committed offsets of group %s failed (messages go on without kafka_resume_offset): %v", in.group, err)
+		return nil
+	}
+	topics := make([]string, 0, len(assigned))
+	for t := range assigned {
+		topics = append(topics, t)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		in.log.Warnf("kafka_franz: listing the start offsets of %v failed (messages go on without kafka_resume_offset): %v", topics, err)
 		return nil
 	}
 	out := map[topicPartition]int64{}
 	for topic, parts := range assigned {
 		for _, part := range parts {
-			if o, ok := resp.Lookup(topic, part); ok && o.Err == nil && o.At >= 0 {
-				out[topicPartition{topic, part}] = o.At
+			c, ok := committed.Lookup(topic, part)
+			if !ok || c.Err != nil || c.At < 0 {
+				continue
 			}
+			if st, ok := starts.Lookup(topic, part); ok && st.Err == nil && c.At <= st.Offset {
+				continue
+			}
+			out[topicPartition{topic, part}] = c.At
 		}
 	}
 	return out

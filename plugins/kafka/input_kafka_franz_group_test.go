@@ -541,4 +541,21 @@ func TestInputResumeOffset(t *testing.T) {
 	if others != 0 {
 		t.Errorf("%d messages other than a batch's first carry kafka_resume_offset", others)
 	}
+
+	// A group reset to the earliest offset reads what a new one would.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var reset kadm.Offsets
+	reset.AddOffset(topic, 0, 0, -1)
+	if _, err := kadm.NewClient(cl).CommitOffsets(context.Background(), "reset", reset); err != nil {
+		t.Fatal(err)
+	}
+	in3 := newTestInput(t, groupConfig(s.Brokers, topic, "reset", ""))
+	connect(t, in3)
+	if firsts, _ := resumeOffsets(in3, 13); firsts[0] != nil {
+		t.Errorf("a group committed at the log start: kafka_resume_offset %v on its first batch", firsts[0])
+	}
 }

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -177,6 +178,12 @@ func (p *partitionState) ack(b *inflightBatch, err error) {
 	if p.closed {
 		return
 	}
+	if err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// The pipeline is stopping (a processor gave up waiting): not a
+		// rejection of the batch. It stays unacked, so that nothing from it
+		// on is committed, and the next process reads it again.
+		return
+	}
 	if err != nil {
 		if p.in.autoReplay {
 			b.attempts++
@@ -235,7 +242,7 @@ func (p *partitionState) run(ctx context.Context, batcher *service.Batcher) {
 			msgs = b.msgs.Copy()
 		}
 		if p.resumeAt >= 0 {
-			msgs[0].MetaSetMut("kafka_resume_offset", int(p.resumeAt))
+			markResumed(msgs, p.resumeAt)
 		}
 		pb := pendingBatch{msgs: msgs, replay: b.attempts > 0, from: p, ack: func(_ context.Context, err error) error {
 			p.ack(b, err)
@@ -414,4 +421,17 @@ func replayBackoff(attempts int) time.Duration {
 		d = 5 * time.Second
 	}
 	return d
+}
+
+// markResumed sets kafka_resume_offset on the first message of msgs that
+// is not a tombstone (debezium_unwrap drops those), or on the first.
+func markResumed(msgs service.MessageBatch, at int64) {
+	mark := msgs[0]
+	for _, m := range msgs {
+		if b, err := m.AsBytes(); err == nil && len(b) > 0 {
+			mark = m
+			break
+		}
+	}
+	mark.MetaSetMut("kafka_resume_offset", int(at))
 }

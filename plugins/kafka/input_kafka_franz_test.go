@@ -1132,3 +1132,44 @@ func TestInputTopicSettingsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestInputStoppingNackIsNotADrop: with auto_replay_nacks false a rejected
+// batch is dropped (acked), but one nacked because the pipeline is stopping
+// (a processor's context ended) is not: nothing from it on is committed,
+// and the next member reads it again.
+func TestInputStoppingNackIsNotADrop(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "stopping-nack", 1)
+	inProduce(t, s.Brokers, "stopping-nack", 1, 3)
+	conf := groupConfig(s.Brokers, "stopping-nack", "g", "auto_replay_nacks: false\nbatching: { count: 3 }")
+	in := newTestInput(t, conf)
+	connect(t, in)
+	rb := read(t, in, 15*time.Second)
+	if err := rb.ack(context.Background(), fmt.Errorf("processor stopped: %w", context.Canceled)); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	in2 := newTestInput(t, conf)
+	connect(t, in2)
+	if again := read(t, in2, 15*time.Second); again.offsets[0] != 0 {
+		t.Fatalf("after a nack for stopping, the next member starts at offset %d, want 0 (the batch again)", again.offsets[0])
+	}
+}
+
+func TestMarkResumedSkipsTombstones(t *testing.T) {
+	batch := service.MessageBatch{service.NewMessage(nil), service.NewMessage([]byte("row")), service.NewMessage([]byte("row"))}
+	markResumed(batch, 7)
+	for i, m := range batch {
+		v, ok := m.MetaGetMut("kafka_resume_offset")
+		if want := i == 1; ok != want || (ok && v != 7) {
+			t.Errorf("message %d: kafka_resume_offset %v (%v), want it only on message 1", i, v, ok)
+		}
+	}
+	tombstones := service.MessageBatch{service.NewMessage(nil), service.NewMessage(nil)}
+	markResumed(tombstones, 3)
+	if _, ok := tombstones[0].MetaGetMut("kafka_resume_offset"); !ok {
+		t.Error("a batch of tombstones only: its first is not marked")
+	}
+}
