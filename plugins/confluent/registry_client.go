@@ -45,7 +45,7 @@ func registryFields() []*service.ConfigField {
 			Description("TLS to the registry. An `https` URL uses these settings whether `enabled` is set or not (as Redpanda Connect's registry `tls` block, which has no `enabled`); `enabled: true` applies them to any URL.").
 			Advanced(),
 		service.NewDurationField(fieldRetryMax).
-			Description("How long a schema fetch is retried, with exponential backoff, while the registry is unreachable or failing (5xx), before the message is marked errored with the reason. A schema id the registry does not know is an error at once.").
+			Description("How long a schema fetch is retried, with exponential backoff, while the registry is unreachable, failing (5xx, 429), refusing the credentials (401, 403) or not answering as a registry (a 404 without a registry error code, a page that is not JSON: a wrong `url`), before the message is marked errored with the reason. A schema id the registry says it does not have (404 with error code 40403) is an error at once.").
 			Default("30s").Advanced(),
 	}
 }
@@ -182,18 +182,41 @@ func (c *registryClient) getOnce(ctx context.Context, path string, out any) erro
 	if err != nil {
 		return fmt.Errorf("reading registry response: %w", err)
 	}
+	where := "GET " + req.URL.Redacted()
+	text := strings.TrimSpace(string(body[:min(len(body), 512)]))
 	switch {
+	case resp.StatusCode == http.StatusOK:
+		if err := json.Unmarshal(body, out); err != nil {
+			// A web page or another API: the url is wrong, or a proxy is in
+			// the way. Not the message's fault: retried like an outage.
+			return fmt.Errorf("%s: not a schema registry answer (%v): is url right? %.200s", where, err, text)
+		}
+		return nil
+	case resp.StatusCode == http.StatusNotFound && registryNotFound(body):
+		return fmt.Errorf("%s: %w: %s", where, errNotFound, text)
 	case resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("GET %s: %w: %s", path, errNotFound, strings.TrimSpace(string(body)))
-	case resp.StatusCode >= 500:
-		return fmt.Errorf("GET %s: registry error %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
-	case resp.StatusCode != http.StatusOK:
-		return &permanentError{fmt.Errorf("GET %s: registry answered %s: %s", path, resp.Status, strings.TrimSpace(string(body)))}
+		// A registry says 4040x for what it does not have: a bare 404 is a
+		// wrong url (its path), not a missing schema.
+		return fmt.Errorf("%s: answered %s without a schema registry error code: is url right? %.200s", where, resp.Status, text)
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
+		resp.StatusCode == http.StatusProxyAuthRequired:
+		// Retried: credentials rotated or a permission granted meanwhile
+		// make it work, and the messages are not at fault.
+		return fmt.Errorf("%s: the registry refused the request (%s): check basic_auth: %.200s", where, resp.Status, text)
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
+		return fmt.Errorf("%s: registry error %s: %.200s", where, resp.Status, text)
+	default:
+		return &permanentError{fmt.Errorf("%s: registry answered %s: %.200s", where, resp.Status, text)}
 	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return &permanentError{fmt.Errorf("GET %s: decoding registry response: %w", path, err)}
+}
+
+// registryNotFound tells whether a 404's body is a schema registry's own
+// "not found" (error_code 40401 subject, 40402 version, 40403 schema).
+func registryNotFound(body []byte) bool {
+	var e struct {
+		Code int `json:"error_code"`
 	}
-	return nil
+	return json.Unmarshal(body, &e) == nil && e.Code >= 40401 && e.Code <= 40403
 }
 
 // schemaByID fetches the schema with a global id.
