@@ -221,7 +221,6 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 			continue
 		}
 		if err == nil {
-			j.history.committed(parts)
 			j.rows.forget(st.writtenKeys)
 			j.count(st)
 			break

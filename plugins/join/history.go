@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,12 +25,14 @@ import (
 // when this member was assigned it. A topic read from committed offsets of
 // which the state has applied nothing is history the state does not have.
 //
-// Per topic, not per partition: a partition whose messages never reach the
-// join (tombstones only, which debezium_unwrap drops; a filter) is
-// committed without the state recording it, and is not missing anything.
-// Record offsets alone cannot tell either: a compacted or expired topic
-// starts above offset 0 for a new group too. Not detected: a stale copy of
-// the right state (it has every topic, only older).
+// A partition the state has not recorded counts as missing only when the
+// state has recorded nothing of its topic: a partition whose messages never
+// reach the join (tombstones only, which debezium_unwrap drops; a filter)
+// is committed without the state recording it. One it has recorded counts
+// as missing when the group resumes more than historyGap records past what
+// the state applied: a stale copy (a backup, a snapshot). Record offsets
+// alone cannot tell: a compacted or expired topic starts above offset 0 for
+// a new group too.
 
 // progressBucket maps "topic\x00partition" to the next offset (8 bytes,
 // big-endian) after the last message of that partition the state applied.
@@ -116,19 +119,12 @@ func recordProgress(tx statestore.Tx, parts []*partitionSeen) error {
 	return nil
 }
 
-// history is what the join knows of the state's topics, kept across
-// batches (under join.mu) so that a topic is looked up once.
+// history is what the join knows of the state's partitions, kept across
+// batches (under join.mu) so that a partition is checked once.
 type history struct {
 	require bool                // require_history
 	legacy  bool                // a state of an earlier odsflow (legacyKey)
-	known   map[string]struct{} // topics the state has recorded
-}
-
-// committed notes what recordProgress wrote, once its transaction is.
-func (h *history) committed(parts []*partitionSeen) {
-	for _, p := range parts {
-		h.known[p.topic] = struct{}{}
-	}
+	checked map[string]struct{} // partitions found to have their history
 }
 
 // openHistory reads whether the state is legacy: one written by an
@@ -136,7 +132,7 @@ func (h *history) committed(parts []*partitionSeen) {
 // progress. Such a state is marked at once (before a batch records
 // partitions, which would make it look recorded), and never checked.
 func (j *join) openHistory(ctx context.Context) error {
-	j.history.known = map[string]struct{}{}
+	j.history.checked = map[string]struct{}{}
 	mark := false
 	err := j.store.View(ctx, func(tx statestore.Tx) error {
 		legacy, err := tx.Get(progressBucket, legacyKey)
@@ -160,42 +156,79 @@ func (j *join) openHistory(ctx context.Context) error {
 	return j.store.Update(ctx, func(tx statestore.Tx) error { return tx.Put(progressBucket, legacyKey, []byte{}) })
 }
 
+// historyGap is how many committed records of a partition the state may
+// not have applied and still count as having the history: the records of
+// a partition's last batches that never reach the join (tombstones, which
+// debezium_unwrap drops; transaction markers) are committed without being
+// applied. A state further behind is a stale copy.
+const historyGap = 100
+
+// gap is one partition whose history the state lacks: none of its topic
+// (behind < 0), or records up to the group's resume offset.
+type gap struct {
+	p       *partitionSeen
+	applied int64 // the state's next offset of the partition; -1 none of the topic
+}
+
+func (g gap) String() string {
+	if g.applied < 0 {
+		return fmt.Sprintf("topic %s: the state has applied none of it (the group resumes its partition %d at offset %d)", g.p.topic, g.p.partition, g.p.resume)
+	}
+	return fmt.Sprintf("topic %s partition %d: the state has applied it up to offset %d, the group resumes at %d (%d records the state never saw)",
+		g.p.topic, g.p.partition, g.applied-1, g.p.resume, g.p.resume-g.applied)
+}
+
 // missingHistory returns the batch's partitions that the group has read
-// before (kafka_resume_offset) and of whose topic this state has applied
-// nothing.
-func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]*partitionSeen, error) {
+// before (kafka_resume_offset) and this state lacks: of whose topic it has
+// applied nothing, or which it has applied only up to historyGap records
+// short of the group's resume offset. Each partition is checked once per
+// process.
+func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]gap, error) {
 	h := &j.history
 	var ask []*partitionSeen
 	for _, p := range parts {
-		if _, ok := h.known[p.topic]; !ok && p.resume >= 0 && !h.legacy {
+		if _, ok := h.checked[string(p.key())]; !ok && p.resume >= 0 && !h.legacy {
 			ask = append(ask, p)
 		}
 	}
 	if len(ask) == 0 {
 		return nil, nil
 	}
-	var missing []*partitionSeen
+	var missing []gap
 	err := j.store.View(ctx, func(tx statestore.Tx) error {
 		missing = missing[:0]
 		for _, p := range ask {
+			v, err := tx.Get(progressBucket, p.key())
+			if err != nil {
+				return err
+			}
+			if len(v) == 8 {
+				if next := int64(binary.BigEndian.Uint64(v)); p.resume > next+historyGap {
+					missing = append(missing, gap{p: p, applied: next})
+				}
+				continue
+			}
 			found := false
-			err := tx.Scan(progressBucket, []byte(p.topic+"\x00"), func(_, _ []byte) error {
+			err = tx.Scan(progressBucket, []byte(p.topic+"\x00"), func(_, _ []byte) error {
 				found = true
 				return statestore.ErrStop
 			})
 			if err != nil {
 				return err
 			}
-			if found {
-				h.known[p.topic] = struct{}{}
-			} else {
-				missing = append(missing, p)
+			if !found {
+				missing = append(missing, gap{p: p, applied: -1})
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cdc_join: reading the state's partitions: %w", err)
+	}
+	if len(missing) == 0 {
+		for _, p := range ask {
+			h.checked[string(p.key())] = struct{}{}
+		}
 	}
 	return missing, nil
 }
@@ -249,17 +282,22 @@ func (j *join) checkHistory(ctx context.Context, parts []*partitionSeen) error {
 // applied or passed on, so nothing is acked or committed, until the
 // pipeline stops. Nothing the operator does to the running process can
 // supply the history, so it only logs, now and every minute.
-func (j *join) holdForHistory(ctx context.Context, missing []*partitionSeen) error {
+func (j *join) holdForHistory(ctx context.Context, missing []gap) error {
 	names := make([]string, len(missing))
-	for i, p := range missing {
-		names[i] = fmt.Sprintf("topic %s (the group resumes its partition %d at offset %d)", p.topic, p.partition, p.resume)
+	for i, g := range missing {
+		names[i] = g.String()
 	}
 	sort.Strings(names)
-	reason := fmt.Sprintf("cdc_join: the state in %s has applied no message of %s, which the consumer group has read before: "+
-		"this state lacks the history the group has consumed (a new, emptied or replaced state directory), and joining against it would "+
-		"hold or drop rows without an error. Nothing is processed or committed. Move the state directory that goes with this consumer "+
-		"group back, or rebuild the state by reading the topics from the start (a new consumer group, or this one reset to the earliest "+
-		"offsets); to go on without the history, set require_history: false", j.stateDir, strings.Join(names, ", "))
+	dir := j.stateDir
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	reason := fmt.Sprintf("cdc_join: the state in %s lacks history the consumer group has consumed: %s. "+
+		"It is a new, emptied, replaced or older copy of the state, and joining against it would hold or drop rows without an error. "+
+		"Nothing is processed or committed. Put back the state directory that goes with this consumer group, or rebuild the state "+
+		"by reading the topics from the start: a new consumer group with an empty state directory (config/ods.yaml: ODS_CONSUMER_GROUP, "+
+		"ODS_STATE_DIR), or this group reset to the earliest offsets. To go on without the history, set cdc_join's require_history: false",
+		dir, strings.Join(names, "; "))
 	j.log.Error(reason)
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()

@@ -127,6 +127,25 @@ func TestRequireHistoryPerTopic(t *testing.T) {
 	}
 }
 
+// A stale copy of the state: the group resumes further than historyGap
+// past what the state applied of a partition.
+func TestRequireHistoryStaleState(t *testing.T) {
+	j := newHistoryJoin(t, t.TempDir(), true)
+	defer j.Close(context.Background())
+	if _, err := processWithin(j, 5*time.Second,
+		fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 10, -1),
+		fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, 11, -1)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := processWithin(j, 300*time.Millisecond, fromKafka(cust("c", 3, 8, "Bob"), "customers", 0, 12+historyGap+1, 12+historyGap+1))
+	if err == nil {
+		t.Fatalf("the group resumes %d records past the state: not held", historyGap+1)
+	}
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 3, 8, "Bob"), "customers", 0, 12+historyGap, 12+historyGap)); err != nil {
+		t.Fatalf("the group resumes %d records past the state (the tolerance): %v", historyGap, err)
+	}
+}
+
 // A state of an earlier odsflow (rows, no recorded partitions) is marked
 // at open, before any batch records partitions, and never held: not even
 // after a first run whose batches carried no kafka_resume_offset.

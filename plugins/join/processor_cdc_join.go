@@ -80,12 +80,15 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 				Description("Refuse a state that lacks history the consumer group has consumed. The state records the Kafka partitions whose "+
 					"messages it applied (from `kafka_topic`, `kafka_partition`, `kafka_offset`); `kafka_franz` marks a partition the group had "+
 					"committed an offset for, above its log start (`kafka_resume_offset`). A topic read from committed offsets of which the state "+
-					"has applied nothing means a new, emptied or replaced `state_dir` on a group that has progressed: joined against it, rows "+
+					"has applied nothing, or a partition the group resumes more than 100 records past what the state applied, means a new, "+
+					"emptied, replaced or stale (restored from a backup) `state_dir` on a group that has progressed: joined against it, rows "+
 					"would be held or missed without an error. The batch is then held (nothing applied, passed on or committed) and an error "+
-					"logged every minute, until the pipeline stops. Move the state that goes with the group back, or rebuild the state with a "+
+					"logged every minute, until the pipeline stops. Put back the state that goes with the group, or rebuild the state with a "+
 					"new consumer group, or this one reset to the earliest offsets (either reads the topics from the start); `false` goes on "+
-					"without the history. Not detected: a stale copy of the right state (a backup); a state written by an odsflow that did not "+
-					"record partitions (never checked); messages without Kafka metadata.").
+					"without the history. The 100 records allow for the records of a partition's last batches that never reach the join "+
+					"(tombstones dropped by `debezium_unwrap`, transaction markers); a pipeline that drops more before the join (a filter) "+
+					"may need `false`. Not checked: a state written by an odsflow that did not record partitions; messages without Kafka "+
+					"metadata.").
 				Default(true),
 			service.NewDurationField("tombstone_retention").Description("How long a deleted key's tombstone is kept.").Default("168h").Advanced(),
 			service.NewObjectListField("tables",
