@@ -19,53 +19,15 @@ import (
 // holds its first batch and says why, and commits and writes nothing, even
 // when stopped; back on its own state, it goes on and is exact.
 func TestNewStateOnAProgressedGroupIsHeld(t *testing.T) {
-	cfg := simulate.Config{TopicPrefix: "ns.transactions_schema", Money: simulate.MoneyInt, Customers: 30, Events: 800, Seed: 29}
-	e := newEnv(t, cfg)
-	want := e.produce(t)
-	p := e.start(t)
-	e.waitExact(t, p, want, time.Minute)
-	p.stop(t) // commits on the way out
-
-	// A change after the group's commits: one account's balance.
-	v1, err := simulate.ValueSchema(cfg, simulate.TableAccounts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.raiseBalance(t, &want, envelopeEdit{readSchema: v1})
-	before := odsFingerprint(e.dsn)
-	ctx := context.Background()
-	lagBefore, err := groupLag(ctx, e.stack.Brokers, "e2e")
-	if err != nil || lagBefore < 1 {
-		t.Fatalf("the group's lag after the change is %d (%v), want ≥ 1", lagBefore, err)
-	}
+	e, want := exactAndStopped(t, "ns.transactions_schema", 29)
+	before, lagBefore := e.changeAfterCommits(t, &want)
 
 	own := e.vars
 	e.vars = append(own[:len(own):len(own)], "ODS_STATE_DIR="+filepath.Join(t.TempDir(), "another"))
-	p = e.start(t)
-	for started := time.Now(); time.Since(started) < time.Minute && !strings.Contains(p.logs.String(), "lacks history the consumer group has consumed"); {
-		select {
-		case <-p.done:
-			t.Fatalf("the pipeline exited; logs:\n%s", tail(p.logs.String(), 4000))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	time.Sleep(time.Second) // whatever it would do, it has had the time to
-	p.stop(t)
-	if !strings.Contains(p.logs.String(), "lacks history the consumer group has consumed") {
-		t.Fatalf("no error about the missing history; logs:\n%s", tail(p.logs.String(), 4000))
-	}
-	if got := odsFingerprint(e.dsn); got != before {
-		t.Errorf("the ODS changed under a state without history: %s, was %s", got, before)
-	}
-	if lag, err := groupLag(ctx, e.stack.Brokers, "e2e"); err != nil || lag != lagBefore {
-		t.Errorf("the group's lag went from %d to %d (%v): something was committed", lagBefore, lag, err)
-	}
-	if n := deadLetters(t, e.stack.Brokers, "e2e.dlq"); n != 0 {
-		t.Errorf("%d dead letters from the held batch", n)
-	}
+	e.expectHeld(t, before, lagBefore, "has applied none of it")
 
 	e.vars = own
-	p = e.start(t)
+	p := e.start(t)
 	e.waitExact(t, p, want, time.Minute)
 	p.stop(t)
 }
@@ -74,12 +36,7 @@ func TestNewStateOnAProgressedGroupIsHeld(t *testing.T) {
 // state (a backup), far behind what the group has committed, holds like
 // one on a new state.
 func TestStaleStateIsHeld(t *testing.T) {
-	cfg := simulate.Config{TopicPrefix: "st.transactions_schema", Money: simulate.MoneyInt, Customers: 30, Events: 800, Seed: 31}
-	e := newEnv(t, cfg)
-	want := e.produce(t)
-	p := e.start(t)
-	e.waitExact(t, p, want, time.Minute)
-	p.stop(t)
+	e, want := exactAndStopped(t, "st.transactions_schema", 31)
 	stateDir := ""
 	for _, v := range e.vars {
 		if d, ok := strings.CutPrefix(v, "ODS_STATE_DIR="); ok {
@@ -94,7 +51,7 @@ func TestStaleStateIsHeld(t *testing.T) {
 	// More traffic, applied by the pipeline on its own state.
 	e.cfg.Seed = 32
 	e.produce(t)
-	p = e.start(t)
+	p := e.start(t)
 	ctx := context.Background()
 	for started := time.Now(); ; time.Sleep(200 * time.Millisecond) {
 		lag, err := groupLag(ctx, e.stack.Brokers, "e2e")
@@ -111,18 +68,47 @@ func TestStaleStateIsHeld(t *testing.T) {
 	p.stop(t)
 
 	// One more change, then the pipeline on the backup.
-	v1, err := simulate.ValueSchema(cfg, simulate.TableAccounts)
+	before, lagBefore := e.changeAfterCommits(t, &want)
+	e.vars = append(e.vars[:len(e.vars):len(e.vars)], "ODS_STATE_DIR="+backup)
+	e.expectHeld(t, before, lagBefore, "records the state never saw")
+}
+
+// exactAndStopped runs simulate traffic (800 events, int money) through
+// the pipeline until the ODS is exact, and stops it (it commits on the
+// way out).
+func exactAndStopped(t *testing.T, prefix string, seed int64) (*env, simulate.ODSState) {
+	t.Helper()
+	e := newEnv(t, simulate.Config{TopicPrefix: prefix, Money: simulate.MoneyInt, Customers: 30, Events: 800, Seed: seed})
+	want := e.produce(t)
+	p := e.start(t)
+	e.waitExact(t, p, want, time.Minute)
+	p.stop(t)
+	return e, want
+}
+
+// changeAfterCommits produces one change (raiseBalance) after what the
+// group has committed, and returns the ODS's fingerprint and the group's
+// lag (≥ 1) before it is applied.
+func (e *env) changeAfterCommits(t *testing.T, want *simulate.ODSState) (string, int64) {
+	t.Helper()
+	v1, err := simulate.ValueSchema(e.cfg, simulate.TableAccounts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.raiseBalance(t, &want, envelopeEdit{readSchema: v1})
-	before := odsFingerprint(e.dsn)
-	lagBefore, err := groupLag(ctx, e.stack.Brokers, "e2e")
-	if err != nil || lagBefore < 1 {
-		t.Fatalf("the group's lag after the change is %d (%v), want ≥ 1", lagBefore, err)
+	e.raiseBalance(t, want, envelopeEdit{readSchema: v1})
+	lag, err := groupLag(context.Background(), e.stack.Brokers, "e2e")
+	if err != nil || lag < 1 {
+		t.Fatalf("the group's lag after the change is %d (%v), want ≥ 1", lag, err)
 	}
-	e.vars = append(e.vars[:len(e.vars):len(e.vars)], "ODS_STATE_DIR="+backup)
-	p = e.start(t)
+	return odsFingerprint(e.dsn), lag
+}
+
+// expectHeld starts the pipeline, which must hold its first batch for
+// missing history (the error naming why), and stops it: the ODS and the
+// group's lag must be as they were, and nothing dead-lettered.
+func (e *env) expectHeld(t *testing.T, odsBefore string, lagBefore int64, why string) {
+	t.Helper()
+	p := e.start(t)
 	const held = "lacks history the consumer group has consumed"
 	for started := time.Now(); time.Since(started) < time.Minute && !strings.Contains(p.logs.String(), held); {
 		select {
@@ -131,15 +117,19 @@ func TestStaleStateIsHeld(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	time.Sleep(time.Second) // whatever it would do, it has had the time to
 	p.stop(t)
-	if !strings.Contains(p.logs.String(), held) || !strings.Contains(p.logs.String(), "records the state never saw") {
-		t.Fatalf("no error about the stale state; logs:\n%s", tail(p.logs.String(), 4000))
+	if logs := p.logs.String(); !strings.Contains(logs, held) || !strings.Contains(logs, why) {
+		t.Fatalf("no error about the missing history (%q); logs:\n%s", why, tail(logs, 4000))
 	}
-	if got := odsFingerprint(e.dsn); got != before {
-		t.Errorf("the ODS changed under a stale state: %s, was %s", got, before)
+	if got := odsFingerprint(e.dsn); got != odsBefore {
+		t.Errorf("the ODS changed under a state without the history: %s, was %s", got, odsBefore)
 	}
-	if lag, err := groupLag(ctx, e.stack.Brokers, "e2e"); err != nil || lag != lagBefore {
+	if lag, err := groupLag(context.Background(), e.stack.Brokers, "e2e"); err != nil || lag != lagBefore {
 		t.Errorf("the group's lag went from %d to %d (%v): something was committed", lagBefore, lag, err)
+	}
+	if n := deadLetters(t, e.stack.Brokers, "e2e.dlq"); n != 0 {
+		t.Errorf("%d dead letters from the held batch", n)
 	}
 }
 
