@@ -53,6 +53,8 @@ root = [
   if !$topics && !$include { "either topics or regexp_topics_include must be specified" },
   if $topics && $include { "either topics or regexp_topics_include, not both" },
   if this.regexp_topics_exclude.or([]).length() > 0 && !$include && !this.regexp_topics.or(false) { "regexp_topics_exclude needs regexp_topics_include (or regexp_topics)" },
+  if this.require_all_partitions.or(false) && this.consumer_group.or("") == "" { "require_all_partitions needs a consumer_group" },
+  if this.require_all_partitions.or(false) && ($include || this.regexp_topics.or(false)) { "require_all_partitions needs topics named in full (topics, not regexp_topics_include or regexp_topics)" },
 ].filter(e -> e != null)`
 
 func franzInputSpec() *service.ConfigSpec {
@@ -436,8 +438,11 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 	if in.requireAll, err = conf.FieldBool(ifRequireAll); err != nil {
 		return nil, err
 	}
-	if in.requireAll && (in.group == "" || in.regexpTopics) {
-		return nil, errors.New("require_all_partitions needs a consumer_group and topics named in full (not regexp_topics)")
+	if in.requireAll && in.group == "" {
+		return nil, errors.New("require_all_partitions needs a consumer_group")
+	}
+	if in.requireAll && in.regexpTopics {
+		return nil, errors.New("require_all_partitions needs topics named in full (topics, not regexp_topics_include or regexp_topics)")
 	}
 	if in.batchPolicy, err = conf.FieldBatchPolicy(ifBatching); err != nil {
 		return nil, err

@@ -1105,11 +1105,13 @@ consumer_group: ri-g
 func TestInputTopicSettingsRefused(t *testing.T) {
 	linter := service.NewEnvironment().NewComponentConfigLinter().SetSkipEnvVarCheck(true)
 	for name, c := range map[string]struct{ yaml, want, lint string }{
-		"neither":       {`seed_brokers: [ "localhost:9092" ]`, "at least one topic", "must be specified"},
-		"both":          {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nregexp_topics_include: [ b ]", "not both", "not both"},
-		"exclude alone": {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nregexp_topics_exclude: [ b ]", "needs regexp_topics_include", "needs regexp_topics_include"},
-		"bad pattern":   {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ '(' ]", "topic pattern", ""},
-		"bad exclude":   {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ a ]\nregexp_topics_exclude: [ '[' ]", "topic pattern", ""},
+		"neither":                     {`seed_brokers: [ "localhost:9092" ]`, "at least one topic", "must be specified"},
+		"both":                        {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nregexp_topics_include: [ b ]", "not both", "not both"},
+		"exclude alone":               {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nregexp_topics_exclude: [ b ]", "needs regexp_topics_include", "needs regexp_topics_include"},
+		"require_all without a group": {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nrequire_all_partitions: true", "needs a consumer_group", "needs a consumer_group"},
+		"require_all with patterns":   {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ a ]\nconsumer_group: g\nrequire_all_partitions: true", "topics named in full", "topics named in full"},
+		"bad pattern":                 {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ '(' ]", "topic pattern", ""},
+		"bad exclude":                 {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ a ]\nregexp_topics_exclude: [ '[' ]", "topic pattern", ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			conf, err := franzInputSpec().ParseYAML(c.yaml, nil)
