@@ -290,10 +290,10 @@ func TestPoisonRowsAreIsolated(t *testing.T) {
 			batch = append(batch, acct("13", 1, "12,50", 1, 1))
 		case 41:
 			bad[i] = "22001" // value too long for varchar(8)
-			batch = append(batch, msg("customer_account", "upsert", `{"account_number":"41","customer_id":1,"account_status":"much-too-long","account_version":1,"customer_version":1}`))
+			batch = append(batch, msg("customer_account", "upsert", `{"account_number":"41","customer_id":1,"account_status":"much-too-long","account_balance":"1.00","account_version":1,"customer_version":1}`))
 		case 77:
 			bad[i] = "23502" // null customer_id
-			batch = append(batch, msg("customer_account", "upsert", `{"account_number":"77","account_version":1,"customer_version":1}`))
+			batch = append(batch, msg("customer_account", "upsert", `{"account_number":"77","customer_id":null,"account_status":"open","account_balance":"1.00","account_version":1,"customer_version":1}`))
 		case 90:
 			bad[i] = "23514" // check constraint
 			batch = append(batch, msg("t_transaction", "", `{"transaction_id":90,"customer_id":1,"transaction_amount":"0","source_version":1}`))

@@ -60,11 +60,11 @@ func TestTypesKeepTheirModifiers(t *testing.T) {
 		`tables: [{name: c, columns: [k, code, codes, flags, short], key_columns: [k]}]`)
 	err := u.WriteBatch(context.Background(), service.MessageBatch{
 		msg("c", "", `{"k":1,"code":"ABCDEF","codes":["abc","def"],"flags":"1010","short":"abc"}`),
-		msg("c", "", `{"k":2,"code":"ABCDEFG"}`), // too long for char(6): refused, not cut
-		msg("c", "", `{"k":3,"short":"abcd"}`),   // too long for varchar(3)
+		msg("c", "", `{"k":2,"code":"ABCDEFG","codes":null,"flags":null,"short":null}`), // too long for char(6): refused, not cut
+		msg("c", "", `{"k":3,"code":null,"codes":null,"flags":null,"short":"abcd"}`),    // too long for varchar(3)
 	})
-	if got := fmt.Sprint(failedIndexes(err)); got != "[1 2]" {
-		t.Errorf("refused messages %s (%v), want [1 2]", got, err)
+	if got := fmt.Sprint(failedIndexes(err)); got != "[1 2]" || !strings.Contains(err.Error(), "22001") {
+		t.Errorf("refused messages %s (%v), want [1 2], too long (22001)", got, err)
 	}
 	check(t, "stored as given", one(t, conn, `SELECT format('%s|%s|%s|%s', code, codes, flags, short) FROM c WHERE k = 1`), "ABCDEF|{abc,def}|1010|abc")
 }
@@ -73,10 +73,10 @@ func TestArraysAndJSON(t *testing.T) {
 	u, conn := setupTable(t, `CREATE TABLE a (k int PRIMARY KEY, ids int[], tags text[], doc jsonb)`,
 		`tables: [{name: a, columns: [k, ids, tags, doc], key_columns: [k]}]`)
 	write(t, u,
-		msg("a", "", `{"k":1,"ids":[1,2,3]}`),
-		msg("a", "", `{"k":2,"tags":["x","y \"q\" \\ z",null]}`),
-		msg("a", "", `{"k":3,"doc":"\"just a string\""}`), // Debezium's json: JSON text
-		msg("a", "", `{"k":4,"doc":{"a":1}}`),
+		msg("a", "", `{"k":1,"ids":[1,2,3],"tags":null,"doc":null}`),
+		msg("a", "", `{"k":2,"ids":null,"tags":["x","y \"q\" \\ z",null],"doc":null}`),
+		msg("a", "", `{"k":3,"ids":null,"tags":null,"doc":"\"just a string\""}`), // Debezium's json: JSON text
+		msg("a", "", `{"k":4,"ids":null,"tags":null,"doc":{"a":1}}`),
 	)
 	check(t, "arrays and JSON", one(t, conn, `SELECT string_agg(format('%s:%s:%s:%s', k, ids, tags, doc), ' ' ORDER BY k) FROM a`),
 		`1:{1,2,3}:: 2::{x,"y \"q\" \\ z",NULL}: 3:::"just a string" 4:::{"a": 1}`)
@@ -209,4 +209,21 @@ func TestCanonicalKeyPlainIntegers(t *testing.T) {
 	if !plainInteger("123") || plainInteger("0123") || plainInteger("-0") {
 		t.Error("plainInteger misjudges 123, 0123 or -0")
 	}
+}
+
+// A column of columns missing from an upsert's row (a misspelt mapping
+// line) is the message's error, not a NULL written for every row; an
+// explicit null is NULL.
+func TestMissingColumnIsARowError(t *testing.T) {
+	u, conn := setupTable(t, `CREATE TABLE m (k int PRIMARY KEY, name text)`,
+		`tables: [{name: m, columns: [k, name], key_columns: [k]}]`)
+	err := u.WriteBatch(context.Background(), service.MessageBatch{
+		msg("m", "", `{"k":1,"nmae":"Ann"}`),
+		msg("m", "", `{"k":2,"name":null}`),
+		msg("m", "", `{"k":3,"name":"Bob"}`),
+	})
+	if got := fmt.Sprint(failedIndexes(err)); got != "[0]" || !strings.Contains(err.Error(), "the row has no name") {
+		t.Errorf("refused messages %s (%v), want [0], naming the column", got, err)
+	}
+	check(t, "the others written", one(t, conn, `SELECT string_agg(format('%s:%s', k, coalesce(name, 'NULL')), ' ' ORDER BY k) FROM m`), "2:NULL 3:Bob")
 }

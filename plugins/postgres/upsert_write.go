@@ -115,11 +115,11 @@ func (u *upsert) prepareChange(idx int, msg *service.Message) (*rowChange, error
 		}
 		return c, nil
 	case 'd':
-		if c.vals, err = values(t, row, t.delColumns); err != nil {
+		if c.vals, err = values(t, row, t.delColumns, false); err != nil {
 			return nil, err
 		}
 	default:
-		if c.vals, err = values(t, row, t.columns); err != nil {
+		if c.vals, err = values(t, row, t.columns, true); err != nil {
 			return nil, err
 		}
 		for _, v := range t.versions {
@@ -173,11 +173,17 @@ func colsOf(t *tableConf, op byte) []string {
 	return t.columns
 }
 
-func values(t *tableConf, row map[string]any, cols []string) ([]*string, error) {
+func values(t *tableConf, row map[string]any, cols []string, strict bool) ([]*string, error) {
 	out := make([]*string, len(cols))
 	texts := make([]string, len(cols)) // one allocation for the row's values
 	for i, c := range cols {
-		s, ok, err := textFor(row[c], t.types[c])
+		v, present := row[c]
+		if !present && strict {
+			// Most likely a misspelt or forgotten mapping line: writing
+			// NULL would blank the column of every row without a word.
+			return nil, fmt.Errorf("pg_upsert: %s: the row has no %s (a column of the table's columns; set it to null to write NULL)", t.name, c)
+		}
+		s, ok, err := textFor(v, t.types[c])
 		if err != nil {
 			return nil, fmt.Errorf("pg_upsert: %s.%s: %w", t.name, c, err)
 		}
