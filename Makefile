@@ -37,7 +37,6 @@ lint-configs: build
 test-configs: build
 	@if [ -n "$(CONFIGS)" ]; then $(BIN) test ./config/...; else echo "test-configs: no pipelines under config/ yet"; fi
 
-# Until the ODS pipeline lands, the demo is the dev stack itself.
 # The whole job on the embedded stack: simulated CDC traffic through
 # config/ods.yaml into PostgreSQL, a summary, then everything stops.
 demo: build

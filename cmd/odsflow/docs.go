@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -114,7 +115,7 @@ func printDocs(w io.Writer, env *service.Environment, kind, name string) error {
 			fmt.Fprintln(w)
 		}
 		fmt.Fprintf(w, "# %s (%s, %s)\n\n%s\n", d.Name, d.Type, d.Status, strings.TrimSpace(d.Summary))
-		if desc := strings.TrimSpace(d.Description); desc != "" {
+		if desc := readable(d.Description); desc != "" {
 			fmt.Fprintf(w, "\n%s\n", desc)
 		}
 		for i, e := range d.Examples {
@@ -157,7 +158,7 @@ func printField(w io.Writer, parent string, f fieldDoc) {
 		typ += ", " + strings.Join(notes, ", ")
 	}
 	fmt.Fprintf(w, "\n### `%s` (%s)\n", path, typ)
-	if d := strings.TrimSpace(f.Description); d != "" {
+	if d := readable(f.Description); d != "" {
 		fmt.Fprintf(w, "\n%s\n", d)
 	}
 	if f.Default != nil {
@@ -176,6 +177,16 @@ func printField(w io.Writer, parent string, f fieldDoc) {
 	for _, c := range f.Children {
 		printField(w, child, c)
 	}
+}
+
+// asciidocLink matches Benthos' Asciidoc cross-references and links in
+// descriptions, xref:target[text] and link:url[text]: in a terminal, the
+// text is what reads.
+var asciidocLink = regexp.MustCompile(`(?:xref|link):[^\s\[]+\[([^\]]*)\]`)
+
+// readable is a description as it reads in a terminal.
+func readable(s string) string {
+	return asciidocLink.ReplaceAllString(strings.TrimSpace(s), "$1")
 }
 
 func compactJSON(v any) string {

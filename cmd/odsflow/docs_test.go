@@ -21,10 +21,14 @@ func TestDocsPrintsEveryFieldOfAComponent(t *testing.T) {
 		"### `tables[].key_columns` (list of string)\n\nThe conflict target: a primary key or unique index of the table.\n\nExample: `[\"account_number\"]`",
 		"### `retry.max_interval` (string, advanced)",
 		"Default: `\"5s\"`",
+		"Allows you to configure a batching policy.", // Benthos' xref:…[batching policy], as it reads
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("docs of pg_upsert lack %q", want)
 		}
+	}
+	if strings.Contains(doc, "xref:") {
+		t.Error("docs of pg_upsert show Asciidoc xref: markup")
 	}
 
 	out.Reset()

@@ -78,6 +78,10 @@ func Inspect(ctx context.Context, dir, key string, w io.Writer) error {
 				fmt.Fprintf(tw, "%s\t%d\t\tparent→child links of relation %s\n", b, n, strings.TrimPrefix(b, "idx."))
 			case strings.HasPrefix(b, "held."):
 				fmt.Fprintf(tw, "%s\t%d\t\tevents of relation %s held for their parent\n", b, n, strings.TrimPrefix(b, "held."))
+			case strings.HasPrefix(b, "replay."):
+				fmt.Fprintf(tw, "%s\t%d\t\trecent outputs of table %s's changes, re-emitted if their batch is delivered again after a crash\n", b, n, strings.TrimPrefix(b, "replay."))
+			case strings.HasPrefix(b, "heldkey."):
+				fmt.Fprintf(tw, "%s\t%d\t\tthe parent each held event of relation %s waits for\n", b, n, strings.TrimPrefix(b, "heldkey."))
 			case strings.HasPrefix(b, "gone."):
 				fmt.Fprintf(tw, "%s\t%d\t\tchildren of relation %s deleted (kept for tombstone_retention)\n", b, n, strings.TrimPrefix(b, "gone."))
 			case b == progressBucket:

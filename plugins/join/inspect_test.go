@@ -27,6 +27,7 @@ func TestInspect(t *testing.T) {
 		"row.accounts", "row.customers", "idx.customer_account", "held.t_transaction",
 		`key "7":`, `"b": {`, "idx.customer_account: parent 7, child 1",
 		"topic customers partition 0 applied up to offset 41",
+		"the parent each held event of relation t_transaction waits for",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)

@@ -175,7 +175,7 @@ to tell a state that lacks the history the group has consumed (see its `+"`requi
 `).
 		Fields(fields...).
 		LintRule(inputLintRule).
-		Example("CDC topics with a consumer group", "Consume the three Debezium topics in order per partition.", `
+		Example("CDC topics with a consumer group", "Consume the three Debezium topics in order per partition, for a pipeline that keeps state on its own disk (`cdc_join`), as `config/ods.yaml` does: no batching policy (a partition's next batch is what arrived meanwhile), and records only while this member holds every partition.", `
 input:
   kafka_franz:
     seed_brokers: [ "${KAFKA_BROKERS:localhost:9092}" ]
@@ -184,10 +184,9 @@ input:
       - ${CDC_TOPIC_PREFIX:fulfillment.transactions_schema}.T_Accounts
       - ${CDC_TOPIC_PREFIX:fulfillment.transactions_schema}.T_Transactions
     consumer_group: ${ODS_CONSUMER_GROUP:odsflow-ods}
-    session_timeout: 10s
-    batching:
-      count: 500
-      period: 50ms
+    session_timeout: 6s
+    rebalance_timeout: 6s
+    require_all_partitions: true
 `)
 }
 
