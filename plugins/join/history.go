@@ -280,8 +280,9 @@ func (j *join) checkHistory(ctx context.Context, parts []*partitionSeen) error {
 
 // holdForHistory is require_history's hold: nothing of the batch is
 // applied or passed on, so nothing is acked or committed, until the
-// pipeline stops. Nothing the operator does to the running process can
-// supply the history, so it only logs, now and every minute.
+// pipeline stops; the gauge cdc_join_missing_history is 1 meanwhile.
+// Nothing the operator does to the running process can supply the
+// history, so it only logs, now and every minute.
 func (j *join) holdForHistory(ctx context.Context, missing []gap) error {
 	names := make([]string, len(missing))
 	for i, g := range missing {
@@ -299,6 +300,8 @@ func (j *join) holdForHistory(ctx context.Context, missing []gap) error {
 		"ODS_STATE_DIR), or this group reset to the earliest offsets. To go on without the history, set cdc_join's require_history: false",
 		dir, strings.Join(names, "; "))
 	j.log.Error(reason)
+	j.historyHeld.Set(1)
+	defer j.historyHeld.Set(0)
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
 	for {

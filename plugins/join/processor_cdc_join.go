@@ -82,8 +82,8 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 					"committed an offset for, above its log start (`kafka_resume_offset`). A topic read from committed offsets of which the state "+
 					"has applied nothing, or a partition the group resumes more than 100 records past what the state applied, means a new, "+
 					"emptied, replaced or stale (restored from a backup) `state_dir` on a group that has progressed: joined against it, rows "+
-					"would be held or missed without an error. The batch is then held (nothing applied, passed on or committed) and an error "+
-					"logged every minute, until the pipeline stops. Put back the state that goes with the group, or rebuild the state with a "+
+					"would be held or missed without an error. The batch is then held (nothing applied, passed on or committed), an error "+
+					"logged every minute and the gauge `cdc_join_missing_history` set to 1, until the pipeline stops. Put back the state that goes with the group, or rebuild the state with a "+
 					"new consumer group, or this one reset to the earliest offsets (either reads the topics from the start); `false` goes on "+
 					"without the history. The 100 records allow for the records of a partition's last batches that never reach the join "+
 					"(tombstones dropped by `debezium_unwrap`, transaction markers); a pipeline that drops more before the join (a filter) "+
@@ -206,6 +206,9 @@ type join struct {
 	history   history
 
 	stale, held, errored, truncates *service.MetricCounter
+	// historyHeld is 1 while a batch is held by require_history: a hold
+	// is no error Benthos sees (the process stays up and ready).
+	historyHeld *service.MetricGauge
 
 	mu sync.Mutex // one batch at a time: the state is one sequence of changes
 
@@ -221,6 +224,8 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 		held:      mgr.Metrics().NewCounter("cdc_join_held"),
 		errored:   mgr.Metrics().NewCounter("cdc_join_errored"),
 		truncates: mgr.Metrics().NewCounter("cdc_join_truncates"),
+
+		historyHeld: mgr.Metrics().NewGauge("cdc_join_missing_history"),
 	}
 	var err error
 	if j.retention, err = conf.FieldDuration("tombstone_retention"); err != nil {

@@ -274,7 +274,7 @@ func stableMember(ctx context.Context, brokers, group string) bool {
 }
 
 // freeAddr is a loopback address nobody listens on right now.
-func freeAddr(b *testing.B) string {
+func freeAddr(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

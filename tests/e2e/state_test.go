@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -108,7 +111,8 @@ func (e *env) changeAfterCommits(t *testing.T, want *simulate.ODSState) (string,
 // group's lag must be as they were, and nothing dead-lettered.
 func (e *env) expectHeld(t *testing.T, odsBefore string, lagBefore int64, why string) {
 	t.Helper()
-	p := e.start(t)
+	addr := freeAddr(t)
+	p := e.start(t, "--set", "http.address="+addr)
 	const held = "lacks history the consumer group has consumed"
 	for started := time.Now(); time.Since(started) < time.Minute && !strings.Contains(p.logs.String(), held); {
 		select {
@@ -118,6 +122,10 @@ func (e *env) expectHeld(t *testing.T, odsBefore string, lagBefore int64, why st
 		}
 	}
 	time.Sleep(time.Second) // whatever it would do, it has had the time to
+	gauge := regexp.MustCompile(`"cdc_join_missing_history\{[^}]*\}":1\b`)
+	if stats := getText(t, "http://"+addr+"/stats"); !gauge.MatchString(stats) {
+		t.Errorf("cdc_join_missing_history is not 1 while the batch is held: %.2000s", stats)
+	}
 	p.stop(t)
 	if logs := p.logs.String(); !strings.Contains(logs, held) || !strings.Contains(logs, why) {
 		t.Fatalf("no error about the missing history (%q); logs:\n%s", why, tail(logs, 4000))
@@ -131,6 +139,21 @@ func (e *env) expectHeld(t *testing.T, odsBefore string, lagBefore int64, why st
 	if n := deadLetters(t, e.stack.Brokers, "e2e.dlq"); n != 0 {
 		t.Errorf("%d dead letters from the held batch", n)
 	}
+}
+
+// getText GETs url and returns its body.
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // deadLetters counts the records ever written to the dead-letter topic (0
