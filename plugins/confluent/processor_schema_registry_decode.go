@@ -42,7 +42,7 @@ func decodeSpec() *service.ConfigSpec {
 			Description("Deprecated: use `avro.raw_unions`.").
 			Default(false).Deprecated(),
 		service.NewDurationField(fieldCacheDuration).
-			Description("How long a fetched schema is used before it is fetched again. Schema ids are immutable, so a failed refetch keeps the schema already known.").
+			Description("How long a fetched schema is used before it is fetched again. The refetch runs in the background while messages go on with the schema already known; schema ids are immutable, so a failed refetch keeps it.").
 			Default("10m").Advanced(),
 	)
 	return service.NewConfigSpec().
@@ -133,7 +133,9 @@ func newDecodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*de
 	if err != nil {
 		return nil, err
 	}
-	p.codecs = newSchemaCache[int](cacheFor)
+	p.codecs = newSchemaCache(cacheFor, func(id int, _ *compiled, err error) {
+		p.log.Warnf("schema_registry_decode: refreshing schema id %d failed, keeping the cached one: %v", id, err)
+	})
 	return p, nil
 }
 
@@ -220,7 +222,7 @@ func (p *decodeProcessor) decode(ctx context.Context, msg *service.Message, unav
 
 // codec returns the decoder for id, fetching and compiling it once.
 func (p *decodeProcessor) codec(ctx context.Context, id int) (*compiled, error) {
-	entry, refreshErr, err := p.codecs.get(ctx, id, func(ctx context.Context, _ *compiled) (*compiled, error) {
+	return p.codecs.get(ctx, id, func(ctx context.Context, _ *compiled) (*compiled, error) {
 		s, err := p.client.schemaByID(ctx, id)
 		if err != nil {
 			return nil, fmt.Errorf("fetching schema id %d: %w", id, err)
@@ -235,10 +237,6 @@ func (p *decodeProcessor) codec(ctx context.Context, id int) (*compiled, error) 
 		}
 		return &compiled{id: id, codec: codec, fetched: time.Now()}, nil
 	})
-	if refreshErr != nil {
-		p.log.Warnf("schema_registry_decode: refreshing schema id %d failed, keeping the cached one: %v", id, refreshErr)
-	}
-	return entry, err
 }
 
 func (p *decodeProcessor) Close(context.Context) error { return nil }

@@ -503,22 +503,30 @@ func TestDecodeRetriesWhileRegistryIsDown(t *testing.T) {
 	}
 }
 
-// TestDecodeOutageCostsOneBudgetPerBatch: during a registry outage, the
-// messages of a batch that need the same schema wait for one retry budget
-// together, not one each, and all come out errored with the reason.
-func TestDecodeOutageCostsOneBudgetPerBatch(t *testing.T) {
-	var hits atomic.Int64
+// downRegistry is a registry that answers 503 to everything, counting the
+// requests.
+func downRegistry(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	hits := &atomic.Int64{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		http.Error(w, "down", http.StatusServiceUnavailable)
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv.URL, hits
+}
+
+// TestDecodeOutageCostsOneBudgetPerBatch: during a registry outage, the
+// messages of a batch that need the same schema wait for one retry budget
+// together, not one each, and all come out errored with the reason.
+func TestDecodeOutageCostsOneBudgetPerBatch(t *testing.T) {
+	url, hits := downRegistry(t)
 	// What one message costs alone: its retry budget's requests.
-	if _, err := decode(t, newTestDecoder(t, "url: "+srv.URL+"\nretry_max_elapsed: 1s"), wire(7, []byte{0x0E})); err == nil {
+	if _, err := decode(t, newTestDecoder(t, "url: "+url+"\nretry_max_elapsed: 1s"), wire(7, []byte{0x0E})); err == nil {
 		t.Fatal("decoded with the registry down")
 	}
 	one := hits.Swap(0)
-	p := newTestDecoder(t, "url: "+srv.URL+"\nretry_max_elapsed: 1s")
+	p := newTestDecoder(t, "url: "+url+"\nretry_max_elapsed: 1s")
 	var batch service.MessageBatch
 	for range 20 {
 		batch = append(batch, service.NewMessage(wire(7, []byte{0x0E})))
@@ -650,9 +658,9 @@ func TestDecodeWrongURLIsNotAMissingSchema(t *testing.T) {
 		"web page": func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("<html>login</html>")) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			var calls atomic.Int64
+			fixed := time.Now().Add(400 * time.Millisecond) // then the right registry answers
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if calls.Add(1) <= 3 {
+				if time.Now().Before(fixed) {
 					broken(w, r)
 					return
 				}
@@ -661,7 +669,7 @@ func TestDecodeWrongURLIsNotAMissingSchema(t *testing.T) {
 			defer srv.Close()
 			p := newTestDecoder(t, "url: "+srv.URL+"\nretry_max_elapsed: 30s")
 			if got, err := decode(t, p, msg); err != nil || !reflect.DeepEqual(got, map[string]any{"id": int64(7)}) {
-				t.Errorf("after 3 answers of %s, then the registry's: %v, %v", name, got, err)
+				t.Errorf("after 400ms of %s, then the registry's answers: %v, %v", name, got, err)
 			}
 		})
 	}
@@ -678,6 +686,27 @@ func TestDecodeWrongURLIsNotAMissingSchema(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Errorf("the registry's 40403 was asked %d times, want once", n)
+	}
+
+	// A registry that says a bare 404 for an id it does not have (as some
+	// Apicurio versions do): its /subjects answers as a registry's.
+	var bare atomic.Int64
+	apicurio := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/schemas/ids/") {
+			bare.Add(1)
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"error_code":404,"message":"No content with id 999"}`))
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer apicurio.Close()
+	ap := newTestDecoder(t, "url: "+apicurio.URL+"\nretry_max_elapsed: 30s")
+	if _, err := decode(t, ap, wire(999, []byte{0x0E})); err == nil || !strings.Contains(err.Error(), "not found in the schema registry") {
+		t.Errorf("a bare 404 from a url that answers as a registry: %v", err)
+	}
+	if n := bare.Load(); n != 1 {
+		t.Errorf("asked %d times, want once", n)
 	}
 
 	wrong := newTestDecoder(t, "url: "+srv.URL+"/api\nretry_max_elapsed: 200ms")
@@ -720,11 +749,17 @@ func TestDecodeRegistryOutageAtRefresh(t *testing.T) {
 	down.Store(true)
 	asked.Store(0)
 	time.Sleep(250 * time.Millisecond) // the cached schema is now due for a refresh
+	start := time.Now()
 	for i := range 20 {
 		if got, err := decode(t, p, msg); err != nil || !reflect.DeepEqual(got, map[string]any{"id": int64(7)}) {
 			t.Fatalf("message %d during the outage: %v, %v", i, got, err)
 		}
 	}
+	// The refresh runs in the background: no message waits for it.
+	if took := time.Since(start); took > 200*time.Millisecond {
+		t.Errorf("20 messages took %v during a refresh that fails: they waited for it", took)
+	}
+	time.Sleep(400 * time.Millisecond) // the refresh's retry budget (300ms) is over
 	// One refresh (a few retries within 300ms), then the kept schema is
 	// fresh again for another 200ms; 20 messages must not mean 20 refreshes.
 	if n := asked.Load(); n < 1 || n > 8 {

@@ -3,6 +3,7 @@ package confluent
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,7 +23,7 @@ func encodeSpec() *service.ConfigSpec {
 			Description("The subject whose latest schema encodes the message.").
 			Example("${! @kafka_topic }-value").Example("foo-value"),
 		service.NewDurationField(fieldRefreshPeriod).
-			Description("How often the latest schema of a subject is fetched again, so that a new version is picked up.").
+			Description("How often the latest schema of a subject is fetched again, so that a new version is picked up. The fetch runs in the background: messages go on with the schema already known meanwhile, and keep it if the fetch fails.").
 			Default("10m"),
 		service.NewObjectField(fieldAvro,
 			service.NewBoolField(fieldRawUnions).
@@ -41,7 +42,10 @@ func encodeSpec() *service.ConfigSpec {
 Field-compatible with Redpanda Connect's `+"`schema_registry_encode`"+`. The structured message is encoded with the latest
 schema of `+"`subject`"+` and prefixed with byte 0x00 and the schema id. Timestamps and decimals may be given either as
 their Avro primitives or as the readable values `+"`schema_registry_decode`"+` produces (RFC 3339 strings, exact decimal
-strings). A message that does not fit the schema is marked errored with the field that failed.
+strings). A message that does not fit the schema is marked errored with the field that failed. A message that an
+earlier processor marked errored is passed on untouched. When a subject's schema cannot be fetched (the registry
+unreachable or refusing beyond `+"`retry_max_elapsed`"+`), the batch's other messages of that subject fail with the
+same error at once: an outage costs a batch one retry budget per subject, not one per message.
 `).
 		Fields(fields...).
 		Example("Back to Avro", "Encode JSON documents for a topic.", `
@@ -56,8 +60,8 @@ pipeline:
 }
 
 func init() {
-	err := service.RegisterProcessor("schema_registry_encode", encodeSpec(),
-		func(conf *service.ParsedConfig, mgr *service.Resources) (service.Processor, error) {
+	err := service.RegisterBatchProcessor("schema_registry_encode", encodeSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchProcessor, error) {
 			return newEncodeProcessor(conf, mgr)
 		})
 	if err != nil {
@@ -91,7 +95,9 @@ func newEncodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*en
 	if err != nil {
 		return nil, err
 	}
-	p.subjects = newSchemaCache[string](refresh)
+	p.subjects = newSchemaCache(refresh, func(subject string, kept *compiled, err error) {
+		p.log.Warnf("schema_registry_encode: refreshing %s failed, keeping schema id %d: %v", subject, kept.id, err)
+	})
 	if p.opts.RawUnions, err = conf.FieldBool(fieldAvro, fieldRawUnions); err != nil {
 		return nil, err
 	}
@@ -103,31 +109,69 @@ func newEncodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*en
 	return p, nil
 }
 
+// ProcessBatch encodes each message of the batch; one that cannot be
+// encoded is marked errored and left as it was.
+func (p *encodeProcessor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
+	// The subjects whose schema could not be fetched in this batch (40401
+	// aside): the batch's other messages of them fail at once.
+	unavailable := map[string]error{}
+	for _, msg := range batch {
+		if msg.GetError() != nil {
+			continue
+		}
+		if err := p.encode(ctx, msg, unavailable); err != nil {
+			if ctx.Err() != nil {
+				// Stopping while the registry was waited for: not the
+				// message's fault; failing the batch leaves it unacked.
+				return nil, fmt.Errorf("schema_registry_encode: stopped: %w", ctx.Err())
+			}
+			msg.SetError(err)
+		}
+	}
+	return []service.MessageBatch{batch}, nil
+}
+
+// Process encodes one message in place, or returns why it cannot be.
 func (p *encodeProcessor) Process(ctx context.Context, msg *service.Message) (service.MessageBatch, error) {
+	if err := p.encode(ctx, msg, nil); err != nil {
+		return nil, err
+	}
+	return service.MessageBatch{msg}, nil
+}
+
+// encode encodes msg in place. unavailable, when not nil, holds the
+// subjects whose fetch failed (see ProcessBatch).
+func (p *encodeProcessor) encode(ctx context.Context, msg *service.Message, unavailable map[string]error) error {
 	subject, err := p.subject.TryString(msg)
 	if err != nil {
-		return nil, fmt.Errorf("subject: %w", err)
+		return fmt.Errorf("subject: %w", err)
 	}
 	v, err := msg.AsStructured()
 	if err != nil {
-		return nil, fmt.Errorf("message is not structured data: %w", err)
+		return fmt.Errorf("message is not structured data: %w", err)
+	}
+	if err, ok := unavailable[subject]; ok {
+		return err
 	}
 	entry, err := p.latest(ctx, subject)
 	if err != nil {
-		return nil, err
+		if unavailable != nil && !errors.Is(err, errNotFound) && ctx.Err() == nil {
+			unavailable[subject] = err
+		}
+		return err
 	}
 	out := make([]byte, 5, 64)
 	binary.BigEndian.PutUint32(out[1:5], uint32(entry.id))
 	if out, err = entry.codec.AppendEncode(out, v); err != nil {
-		return nil, fmt.Errorf("encoding for %s (schema id %d): %w", subject, entry.id, err)
+		return fmt.Errorf("encoding for %s (schema id %d): %w", subject, entry.id, err)
 	}
 	msg.SetBytes(out)
 	msg.MetaSetMut("schema_id", entry.id)
-	return service.MessageBatch{msg}, nil
+	return nil
 }
 
 func (p *encodeProcessor) latest(ctx context.Context, subject string) (*compiled, error) {
-	entry, refreshErr, err := p.subjects.get(ctx, subject, func(ctx context.Context, prev *compiled) (*compiled, error) {
+	return p.subjects.get(ctx, subject, func(ctx context.Context, prev *compiled) (*compiled, error) {
 		s, err := p.client.latest(ctx, subject)
 		if err != nil {
 			return nil, fmt.Errorf("fetching the latest schema of %s: %w", subject, err)
@@ -145,10 +189,6 @@ func (p *encodeProcessor) latest(ctx context.Context, subject string) (*compiled
 		}
 		return &compiled{id: s.ID, codec: codec, fetched: time.Now()}, nil
 	})
-	if refreshErr != nil {
-		p.log.Warnf("schema_registry_encode: refreshing %s failed, keeping schema id %d: %v", subject, entry.id, refreshErr)
-	}
-	return entry, err
 }
 
 func (p *encodeProcessor) Close(context.Context) error { return nil }

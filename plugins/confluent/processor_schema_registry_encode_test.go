@@ -2,7 +2,9 @@ package confluent
 
 import (
 	"context"
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,7 +88,12 @@ func TestEncodePicksUpNewVersionAfterRefresh(t *testing.T) {
 	first := encodeA()
 	id2 := reg.register(t, "r-value", `{"type":"record","name":"R","fields":[{"name":"a","type":"long"},{"name":"b","type":"string","default":""}]}`)
 	time.Sleep(150 * time.Millisecond)
+	// The first message after the period starts the refresh, in the
+	// background, and goes on with the schema known; the new one follows.
 	second := encodeA()
+	for deadline := time.Now().Add(5 * time.Second); int(second[4]) != id2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		second = encodeA()
+	}
 	if int(second[4]) != id2 || len(second) != len(first)+2 {
 		t.Errorf("after refresh: header % x (len %d), want schema id %d with the new field", second[:5], len(second), id2)
 	}
@@ -163,5 +170,40 @@ func TestEncodeAvroRawJSONReadsUnionsBare(t *testing.T) {
 		if (err != nil) != wantErr {
 			t.Errorf("%q: encoding {\"string\": \"hello\"}: %v (want an error: %v)", conf, err, wantErr)
 		}
+	}
+}
+
+// TestEncodeOutageCostsOneBudgetPerBatch: during a registry outage, the
+// messages of a batch for one subject wait for one retry budget together,
+// all come out errored with the reason, and an errored message passes.
+func TestEncodeOutageCostsOneBudgetPerBatch(t *testing.T) {
+	url, hits := downRegistry(t)
+	conf := "url: " + url + "\nsubject: r-value\nretry_max_elapsed: 500ms"
+	msg := func() *service.Message { return service.NewMessage([]byte(`{"a": 1}`)) }
+	if _, err := newTestEncoder(t, conf).Process(context.Background(), msg()); err == nil {
+		t.Fatal("encoded with the registry down")
+	}
+	one := hits.Swap(0)
+	var batch service.MessageBatch
+	for range 20 {
+		batch = append(batch, msg())
+	}
+	failed := msg()
+	failed.SetError(errors.New("an earlier stage"))
+	batch = append(batch, failed)
+	out, err := newTestEncoder(t, conf).ProcessBatch(context.Background(), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range out[0][:20] {
+		if m.GetError() == nil || !strings.Contains(m.GetError().Error(), "503") {
+			t.Errorf("message %d: error %v, want the registry's 503", i, m.GetError())
+		}
+	}
+	if err := out[0][20].GetError(); err == nil || err.Error() != "an earlier stage" {
+		t.Errorf("the errored message: %v, want its own error kept", err)
+	}
+	if n := hits.Load(); n > 2*one {
+		t.Errorf("a batch of 20 messages of one subject made %d requests during the outage; one message alone makes %d", n, one)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hamba/avro/v2"
@@ -45,7 +46,7 @@ func registryFields() []*service.ConfigField {
 			Description("TLS to the registry. An `https` URL uses these settings whether `enabled` is set or not (as Redpanda Connect's registry `tls` block, which has no `enabled`); `enabled: true` applies them to any URL.").
 			Advanced(),
 		service.NewDurationField(fieldRetryMax).
-			Description("How long a schema fetch is retried, with exponential backoff, while the registry is unreachable, failing (5xx, 429), refusing the credentials (401, 403) or not answering as a registry (a 404 without a registry error code, a page that is not JSON: a wrong `url`), before the message is marked errored with the reason. A schema id the registry says it does not have (404 with error code 40403) is an error at once.").
+			Description("How long a schema fetch is retried, with exponential backoff, while the registry is unreachable, failing (5xx, 429), refusing the credentials (401, 403) or not answering as a registry (a 404 without a registry error code from a `url` whose `/subjects` is not a registry's list, a page that is not JSON: a wrong `url`), before the message is marked errored with the reason. A schema id the registry says it does not have (404 with error code 40403, or a bare 404 from a `url` that answers as a registry) is an error at once.").
 			Default("30s").Advanced(),
 	}
 }
@@ -58,6 +59,9 @@ type registryClient struct {
 	user     string
 	pass     string
 	retryMax time.Duration
+	// isRegistry: url has answered GET /subjects with a JSON list, so a
+	// bare 404 from it is a missing schema, not a wrong url.
+	isRegistry atomic.Bool
 }
 
 // errNotFound is a registry 404: retrying will not help.
@@ -163,26 +167,39 @@ type permanentError struct{ err error }
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
-func (c *registryClient) getOnce(ctx context.Context, path string, out any) error {
-	// path is already escaped (subjects may hold '/'): join as text.
+// do GETs path (already escaped: subjects may hold '/', so it is joined
+// as text) and returns the response's status and body, and the request as
+// logs may show it (no password).
+func (c *registryClient) do(ctx context.Context, path string) (status int, body []byte, where string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.base.String(), "/")+path, nil)
 	if err != nil {
-		return &permanentError{fmt.Errorf("building registry request: %w", err)}
+		return 0, nil, "", &permanentError{fmt.Errorf("building registry request: %w", err)}
 	}
+	where = "GET " + req.URL.Redacted()
 	req.Header.Set("Accept", "application/vnd.schemaregistry.v1+json")
 	if c.user != "" {
 		req.SetBasicAuth(c.user, c.pass)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("schema registry unreachable: %w", err)
+		return 0, nil, where, fmt.Errorf("schema registry unreachable: %w", err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("reading registry response: %w", err)
+	if body, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20)); err != nil {
+		return 0, nil, where, fmt.Errorf("%s: reading registry response: %w", where, err)
 	}
-	where := "GET " + req.URL.Redacted()
+	return resp.StatusCode, body, where, nil
+}
+
+func (c *registryClient) getOnce(ctx context.Context, path string, out any) error {
+	status, body, where, err := c.do(ctx, path)
+	if err != nil {
+		return err
+	}
+	resp := struct {
+		StatusCode int
+		Status     string
+	}{status, fmt.Sprintf("%d %s", status, http.StatusText(status))}
 	text := strings.TrimSpace(string(body[:min(len(body), 512)]))
 	switch {
 	case resp.StatusCode == http.StatusOK:
@@ -194,9 +211,13 @@ func (c *registryClient) getOnce(ctx context.Context, path string, out any) erro
 		return nil
 	case resp.StatusCode == http.StatusNotFound && registryNotFound(body):
 		return fmt.Errorf("%s: %w: %s", where, errNotFound, text)
+	case resp.StatusCode == http.StatusNotFound && c.answersAsRegistry(ctx):
+		// A registry that says a bare 404 (some versions of Apicurio's
+		// Confluent API) for what it does not have.
+		return fmt.Errorf("%s: %w: %s", where, errNotFound, text)
 	case resp.StatusCode == http.StatusNotFound:
-		// A registry says 4040x for what it does not have: a bare 404 is a
-		// wrong url (its path), not a missing schema.
+		// Anything else that says 404 without a registry's error code, at
+		// a url that does not answer as a registry: a wrong url (its path).
 		return fmt.Errorf("%s: answered %s without a schema registry error code: is url right? %.200s", where, resp.Status, text)
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
 		resp.StatusCode == http.StatusProxyAuthRequired:
@@ -208,6 +229,21 @@ func (c *registryClient) getOnce(ctx context.Context, path string, out any) erro
 	default:
 		return &permanentError{fmt.Errorf("%s: registry answered %s: %.200s", where, resp.Status, text)}
 	}
+}
+
+// answersAsRegistry tells whether url answers GET /subjects with a JSON
+// list, as a schema registry does; once it has, it is not asked again.
+func (c *registryClient) answersAsRegistry(ctx context.Context) bool {
+	if c.isRegistry.Load() {
+		return true
+	}
+	var subjects []string
+	status, body, _, err := c.do(ctx, "/subjects")
+	if err != nil || status != http.StatusOK || json.Unmarshal(body, &subjects) != nil {
+		return false
+	}
+	c.isRegistry.Store(true)
+	return true
 }
 
 // registryNotFound tells whether a 404's body is a schema registry's own
@@ -294,11 +330,12 @@ type compiled struct {
 // schemaCache holds compiled schemas by key (a schema id, or a subject).
 // Each key is loaded once even when many messages need it at the same
 // moment: the first caller loads, the others wait for its result. An entry
-// older than maxAge is loaded again; if that fails, the old entry is kept
-// (a schema id never changes meaning) and the error is returned beside it
-// for logging.
+// older than maxAge is loaded again in the background while callers go on
+// with it; if that fails, the old entry is kept (a schema id never changes
+// meaning), its age restarted, and refreshFailed told.
 type schemaCache[K comparable] struct {
-	maxAge time.Duration
+	maxAge        time.Duration
+	refreshFailed func(key K, kept *compiled, err error)
 
 	mu       sync.RWMutex
 	entries  map[K]*compiled
@@ -311,29 +348,30 @@ type flight struct {
 	err  error
 }
 
-func newSchemaCache[K comparable](maxAge time.Duration) *schemaCache[K] {
-	return &schemaCache[K]{maxAge: maxAge, entries: map[K]*compiled{}, inflight: map[K]*flight{}}
+func newSchemaCache[K comparable](maxAge time.Duration, refreshFailed func(key K, kept *compiled, err error)) *schemaCache[K] {
+	return &schemaCache[K]{maxAge: maxAge, refreshFailed: refreshFailed, entries: map[K]*compiled{}, inflight: map[K]*flight{}}
 }
 
 // loadTimeout bounds one load, which runs detached from the caller that
 // started it: other callers wait for the same load.
 const loadTimeout = 5 * time.Minute
 
-// get returns the entry for key, loading it with load when missing or old.
-// load receives the entry being refreshed, or nil. A failed refresh keeps
-// the old entry and restarts its age, so an outage of the registry costs
-// one retry budget per maxAge, not one per message.
-func (c *schemaCache[K]) get(ctx context.Context, key K, load func(ctx context.Context, prev *compiled) (*compiled, error)) (entry *compiled, refreshErr, err error) {
+// get returns the entry for key, loading it with load when missing (and
+// waiting for it), or refreshing it in the background when old (returning
+// the old one at once: a registry that fails, or refuses the credentials,
+// must not make every message wait a retry budget for a schema it has).
+// load receives the entry being refreshed, or nil.
+func (c *schemaCache[K]) get(ctx context.Context, key K, load func(ctx context.Context, prev *compiled) (*compiled, error)) (*compiled, error) {
 	c.mu.RLock() // the hot path: every message
 	prev, ok := c.entries[key]
 	c.mu.RUnlock()
 	if ok && time.Since(prev.fetched) < c.maxAge {
-		return prev, nil, nil
+		return prev, nil
 	}
 	c.mu.Lock()
 	if prev, ok = c.entries[key]; ok && time.Since(prev.fetched) < c.maxAge {
 		c.mu.Unlock()
-		return prev, nil, nil // loaded meanwhile
+		return prev, nil // loaded meanwhile
 	}
 	f, loading := c.inflight[key]
 	if !loading {
@@ -342,16 +380,15 @@ func (c *schemaCache[K]) get(ctx context.Context, key K, load func(ctx context.C
 		go c.run(ctx, key, prev, f, load)
 	}
 	c.mu.Unlock()
-
+	if ok {
+		return prev, nil // refreshed in the background
+	}
 	select {
 	case <-f.done:
 	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+		return nil, ctx.Err()
 	}
-	if f.err != nil && ok {
-		return prev, f.err, nil
-	}
-	return f.val, nil, f.err
+	return f.val, f.err
 }
 
 // run performs one load for every caller waiting on f. It is owned by the
@@ -375,6 +412,9 @@ func (c *schemaCache[K]) run(ctx context.Context, key K, prev *compiled, f *flig
 		}
 		c.mu.Unlock()
 		close(f.done)
+		if f.err != nil && prev != nil && c.refreshFailed != nil {
+			c.refreshFailed(key, prev, f.err)
+		}
 	}()
 	f.val, f.err = load(lctx, prev)
 }
