@@ -51,6 +51,7 @@ split the batch into single messages).
 			service.NewStringAnnotatedEnumField(fieldTombstones, map[string]string{
 				"drop":   "Drop tombstones: the delete event before each one already carries the change.",
 				"delete": "Pass each tombstone on as a `d` of its key (body = the decoded key).",
+				"mark":   "Pass each tombstone on unchanged (empty), with metadata `cdc_tombstone: true` and no `cdc_op`, for a later stage to drop: `cdc_join` drops it once its offset is in the state's progress (see its `require_history`), which a tombstone dropped here never reaches.",
 			}).Description("What to do with tombstones (empty messages).").Default("drop"),
 			service.NewStringField(fieldKeyMetadata).
 				Description("The metadata key holding the decoded Kafka key, used for tombstones as deletes.").
@@ -78,6 +79,7 @@ func init() {
 
 type unwrap struct {
 	tombstonesAsDeletes bool
+	markTombstones      bool
 	keyMeta             string
 	dropped             *service.MetricCounter
 	truncates           *service.MetricCounter
@@ -95,6 +97,7 @@ func newUnwrap(conf *service.ParsedConfig, mgr *service.Resources) (*unwrap, err
 	}
 	return &unwrap{
 		tombstonesAsDeletes: mode == "delete",
+		markTombstones:      mode == "mark",
 		keyMeta:             keyMeta,
 		dropped:             mgr.Metrics().NewCounter("debezium_tombstones_dropped"),
 		truncates:           mgr.Metrics().NewCounter("debezium_truncates"),
@@ -219,6 +222,10 @@ func row(env map[string]any, field, op string) (any, error) {
 }
 
 func (u *unwrap) tombstone(msg *service.Message) (service.MessageBatch, error) {
+	if u.markTombstones {
+		msg.MetaSetMut("cdc_tombstone", true)
+		return service.MessageBatch{msg}, nil
+	}
 	if !u.tombstonesAsDeletes {
 		u.dropped.Incr(1)
 		return nil, nil

@@ -134,6 +134,18 @@ func TestUnwrapTombstones(t *testing.T) {
 	if _, err := del.Process(context.Background(), noKey); err == nil || !strings.Contains(err.Error(), "cdc_key") {
 		t.Errorf("tombstone without key: %v, want an error naming the metadata", err)
 	}
+
+	mark := newTestUnwrap(t, `tombstones: mark`)
+	out, err = mark.Process(context.Background(), tomb())
+	if err != nil || len(out) != 1 {
+		t.Fatalf("mark mode: %d messages, %v", len(out), err)
+	}
+	if b, _ := out[0].AsBytes(); len(b) != 0 || meta(out[0], "cdc_tombstone") != true {
+		t.Errorf("marked tombstone: body %q, cdc_tombstone %v; want empty, true", b, meta(out[0], "cdc_tombstone"))
+	}
+	if _, hasOp := out[0].MetaGetMut("cdc_op"); hasOp {
+		t.Error("a marked tombstone has a cdc_op: it would be applied as a change")
+	}
 }
 
 // TestUnwrapBatch: in a batch, a message an earlier processor failed

@@ -41,6 +41,9 @@ type prepared struct {
 	err     error  // the message is bad input: errored, no state change
 	// passthrough: the message came errored; it is passed on unchanged.
 	passthrough bool
+	// tombstone: a tombstone debezium_unwrap marked: counted in the
+	// state's progress (its offset), dropped.
+	tombstone bool
 }
 
 // link is what a child change needs of one relation.
@@ -81,6 +84,12 @@ func (j *join) prepareInto(p *prepared) error {
 	if msg.GetError() != nil {
 		p.passthrough = true // an earlier processor failed it: not ours to apply
 		return nil
+	}
+	if t, _ := msg.MetaGetMut("cdc_tombstone"); t == true {
+		if _, hasOp := msg.MetaGetMut("cdc_op"); !hasOp {
+			p.tombstone = true // debezium_unwrap's tombstones: mark
+			return nil
+		}
 	}
 	for _, cand := range j.tables {
 		match, err := cand.check.matches(msg)
@@ -185,6 +194,9 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 		err := j.store.Update(ctx, func(tx statestore.Tx) error {
 			st = &state{tx: tx, now: time.Now(), retention: j.retention, pre: pre, written: map[string]struct{}{}}
 			for i, p := range preps {
+				if p.tombstone {
+					continue
+				}
 				if p.passthrough {
 					outs = append(outs, output{src: i, msg: p.msg, passthrough: true})
 					continue

@@ -146,6 +146,30 @@ func TestRequireHistoryStaleState(t *testing.T) {
 	}
 }
 
+// A run of tombstones (debezium_unwrap's tombstones: mark) is dropped by
+// the join, and counted in the state's progress: a group that resumes past
+// it is not taken for a stale state.
+func TestMarkedTombstonesAreDroppedAndCounted(t *testing.T) {
+	j := newHistoryJoin(t, t.TempDir(), true)
+	defer j.Close(context.Background())
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1)); err != nil {
+		t.Fatal(err)
+	}
+	var tombstones service.MessageBatch
+	for off := 1; off <= 3*historyGap; off++ {
+		m := fromKafka(service.NewMessage(nil), "customers", 0, off, -1)
+		m.MetaSetMut("cdc_tombstone", true)
+		tombstones = append(tombstones, m)
+	}
+	if n, err := processWithin(j, 5*time.Second, tombstones...); err != nil || n != 0 {
+		t.Fatalf("a batch of marked tombstones: %d messages out, %v; want none", n, err)
+	}
+	resume := 3*historyGap + 1
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, resume, resume)); err != nil {
+		t.Fatalf("resumed after a run of tombstones: %v", err)
+	}
+}
+
 // A state of an earlier odsflow (rows, no recorded partitions) is marked
 // at open, before any batch records partitions, and never held: not even
 // after a first run whose batches carried no kafka_resume_offset.

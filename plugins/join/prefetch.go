@@ -71,7 +71,7 @@ func (j *join) prefetch(ctx context.Context, preps []*prepared) *prefetched {
 }
 
 func (j *join) prefetchOne(tx statestore.Tx, p *prepared, hits []prefetchHit) []prefetchHit {
-	if p.err != nil || p.passthrough || p.op == "t" {
+	if p.err != nil || p.passthrough || p.tombstone || p.op == "t" {
 		return hits
 	}
 	readRow := func(t *table, key string) {

@@ -62,7 +62,9 @@ the rows of two batches may reach the ODS in the other order: versioned upserts 
 except a delete overtaking an older upsert of the same row, which the ODS must then refuse (a tombstone) to keep
 the row from coming back.
 
-A message that an earlier processor failed (errored) is passed on unchanged, without touching the state. Do not put
+A message that an earlier processor failed (errored) is passed on unchanged, without touching the state. A tombstone
+that `+"`debezium_unwrap`"+` marked (`+"`tombstones: mark`"+`: empty, `+"`cdc_tombstone: true`"+`, no `+"`cdc_op`"+`) is dropped, its offset
+counted in the state's progress. Do not put
 `+"`cdc_join`"+` inside a `+"`try`"+`: it processes messages one by one, which would cost a synced commit each
 (`+"`schema_registry_decode`"+` and `+"`debezium_unwrap`"+` pass errored messages on too, so they need no `+"`try`"+`).
 
