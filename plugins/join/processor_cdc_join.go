@@ -89,7 +89,8 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 					"new consumer group, or this one reset to the earliest offsets (either reads the topics from the start); `false` goes on "+
 					"without the history. The 100 records allow for the records of a partition's last batches that never reach the join "+
 					"(tombstones dropped by `debezium_unwrap`, transaction markers); a pipeline that drops more before the join (a filter) "+
-					"may need `false`. Not checked: a state written by an odsflow that did not record partitions; messages without Kafka "+
+					"may need `false`, as does a start after the group was moved forward on purpose (reset to the latest offsets, to skip "+
+					"records). Not checked: a state written by an odsflow that did not record partitions; messages without Kafka "+
 					"metadata.").
 				Default(true),
 			service.NewDurationField("tombstone_retention").Description("How long a deleted key's tombstone is kept.").Default("168h").Advanced(),
