@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/odsflow/odsflow/internal/pgcluster"
+	"github.com/odsflow/odsflow/internal/syncbuf"
 )
 
 func freeAddr(t *testing.T) string {
@@ -70,11 +70,11 @@ func descendants(t *testing.T, root int) []int {
 
 // startDev runs `odsflow dev` with args and TMPDIR=tmp until it prints
 // ready, returning its exports; exited receives its Wait result.
-func startDev(t *testing.T, tmp string, args ...string) (*exec.Cmd, *syncBuffer, chan error, map[string]string, error) {
+func startDev(t *testing.T, tmp string, args ...string) (*exec.Cmd, *syncbuf.Buffer, chan error, map[string]string, error) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"dev"}, args...)...)
 	cmd.Env = append(os.Environ(), asBinaryEnv+"=1", "TMPDIR="+tmp)
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -136,7 +136,7 @@ func TestDevStartsServesAndStopsCleanly(t *testing.T) {
 	var (
 		kafkaAddr, registryAddr, pgPortStr string
 		cmd                                *exec.Cmd
-		stderr                             *syncBuffer
+		stderr                             *syncbuf.Buffer
 		exited                             chan error
 		env                                map[string]string
 		started                            time.Time
@@ -275,7 +275,7 @@ func TestDevWithExistingPostgresHidesItsPassword(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "dev", "--kafka", freeAddr(t), "--registry", freeAddr(t), "--postgres-dsn", pg.DSN())
 	cmd.Env = append(os.Environ(), asBinaryEnv+"=1")
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -299,22 +299,4 @@ func TestDevWithExistingPostgresHidesItsPassword(t *testing.T) {
 	if strings.Contains(got, "ODS_DSN=") {
 		t.Errorf("ODS_DSN exported without its password, unusable:\n%s", got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a subprocess writer and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

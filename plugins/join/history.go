@@ -46,12 +46,24 @@ var legacyKey = []byte("\x00legacy")
 type partitionSeen struct {
 	topic     string
 	partition int
+	first     int64 // the batch's lowest offset
 	next      int64 // after the batch's highest offset
 	resume    int64 // kafka_resume_offset, -1 when no message carries it
 }
 
 func (p *partitionSeen) key() []byte {
 	return []byte(p.topic + "\x00" + strconv.Itoa(p.partition))
+}
+
+// checkKey names the check a partition's batch needs, done once per
+// process: with kafka_resume_offset (is history missing?) or without (is
+// the state ahead of a new group?); the first does not stand for the
+// second, nor the other way.
+func (p *partitionSeen) checkKey() string {
+	if p.resume >= 0 {
+		return string(p.key()) + "\x00resumed"
+	}
+	return string(p.key())
 }
 
 // partitionsOf collects the Kafka partitions of a batch's messages, in
@@ -83,12 +95,13 @@ func partitionsOf(batch service.MessageBatch) []*partitionSeen {
 				}
 			}
 			if p == nil {
-				p = &partitionSeen{topic: t, partition: int(part), resume: -1}
+				p = &partitionSeen{topic: t, partition: int(part), resume: -1, first: off}
 				out = append(out, p)
 			}
 			last = p
 		}
 		p.next = max(p.next, off+1)
+		p.first = min(p.first, off)
 		if r, ok := metaInt(msg, "kafka_resume_offset"); ok && p.resume < 0 {
 			p.resume = r
 		}
@@ -124,7 +137,7 @@ func recordProgress(tx statestore.Tx, parts []*partitionSeen) error {
 type history struct {
 	require bool                // require_history
 	legacy  bool                // a state of an earlier odsflow (legacyKey)
-	checked map[string]struct{} // partitions found to have their history
+	checked map[string]struct{} // partitions checked (checkKey)
 }
 
 // openHistory reads whether the state is legacy: one written by an
@@ -187,7 +200,7 @@ func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]ga
 	h := &j.history
 	var ask []*partitionSeen
 	for _, p := range parts {
-		if _, ok := h.checked[string(p.key())]; !ok && p.resume >= 0 && !h.legacy {
+		if _, ok := h.checked[p.checkKey()]; !ok && !h.legacy {
 			ask = append(ask, p)
 		}
 	}
@@ -203,9 +216,21 @@ func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]ga
 				return err
 			}
 			if len(v) == 8 {
-				if next := int64(binary.BigEndian.Uint64(v)); p.resume > next+historyGap {
+				next := int64(binary.BigEndian.Uint64(v))
+				switch {
+				case p.resume > next+historyGap:
 					missing = append(missing, gap{p: p, applied: next})
+				case p.resume < 0 && p.first+historyGap < next:
+					// A group without a commit reads what the state has
+					// applied: reset, or the state of another stream.
+					j.log.Warnf("cdc_join: topic %s partition %d: the consumer group has no committed offset and reads from offset %d, "+
+						"but the state in %s has applied it up to offset %d: the group was reset or recreated with the state kept "+
+						"(harmless for the same stream: changes already applied are replayed), or the state belongs to another "+
+						"cluster or run (then start with an empty state directory)", p.topic, p.partition, p.first, j.stateDir, next-1)
 				}
+				continue
+			}
+			if p.resume < 0 {
 				continue
 			}
 			found := false
@@ -227,7 +252,7 @@ func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]ga
 	}
 	if len(missing) == 0 {
 		for _, p := range ask {
-			h.checked[string(p.key())] = struct{}{}
+			h.checked[p.checkKey()] = struct{}{}
 		}
 	}
 	return missing, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/service"
 
 	"github.com/odsflow/odsflow/internal/statestore"
+	"github.com/odsflow/odsflow/internal/syncbuf"
 )
 
 // fromKafka gives m the metadata kafka_franz gives a record; resume ≥ 0
@@ -167,6 +169,35 @@ func TestMarkedTombstonesAreDroppedAndCounted(t *testing.T) {
 	resume := 3*historyGap + 1
 	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("u", 2, 7, "Anna"), "customers", 0, resume, resume)); err != nil {
 		t.Fatalf("resumed after a run of tombstones: %v", err)
+	}
+}
+
+// A group without commits that reads what the state has applied (reset,
+// or the state of another stream) is warned about, not held.
+func TestStateAheadOfANewGroupIsWarned(t *testing.T) {
+	dir := t.TempDir()
+	j := newHistoryJoin(t, dir, true)
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 3*historyGap, -1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = j.Close(context.Background())
+
+	var logs syncbuf.Buffer
+	conf, err := joinSpec().ParseYAML(fmt.Sprintf(odsConfig, dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err = newJoin(conf, service.MockResources(service.MockResourcesOptUseLogger(
+		service.NewLoggerFromSlog(slog.New(slog.NewTextHandler(&logs, nil))))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close(context.Background())
+	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1)); err != nil {
+		t.Fatalf("a new group on a state ahead of it was held: %v", err)
+	}
+	if !strings.Contains(logs.String(), "has no committed offset and reads from offset 0") {
+		t.Errorf("no warning that the state is ahead of the group; logs:\n%s", logs.String())
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/odsflow/odsflow/internal/devstack"
+	"github.com/odsflow/odsflow/internal/syncbuf"
 )
 
 // inStack starts a broker for one test; sessions may be short so that
@@ -515,24 +516,6 @@ logger: { level: warn }
 	}
 }
 
-// syncBuf collects log output written from the stream's goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestInputLagGaugeAndStallLog: with the output stuck, kafka_lag shows the
 // backlog and the partition is logged as stalled.
 func TestInputLagGaugeAndStallLog(t *testing.T) {
@@ -556,7 +539,7 @@ metrics:
 `, s.Brokers)); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	b.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 	mux := http.NewServeMux()
 	b.SetHTTPMux(mux)
@@ -619,7 +602,7 @@ metrics:
 `); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuf
+	var logs syncbuf.Buffer
 	b.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 	mux := http.NewServeMux()
 	b.SetHTTPMux(mux)

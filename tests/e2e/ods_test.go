@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +28,7 @@ import (
 	"github.com/odsflow/odsflow/internal/devstack"
 	"github.com/odsflow/odsflow/internal/odsread"
 	"github.com/odsflow/odsflow/internal/simulate"
+	"github.com/odsflow/odsflow/internal/syncbuf"
 )
 
 var (
@@ -89,30 +88,13 @@ func newEnvWith(t testing.TB, cfg simulate.Config, stack devstack.Config) *env {
 // pipeline is a running `odsflow run config/ods.yaml`.
 type pipeline struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func (e *env) start(t testing.TB, extra ...string) *pipeline {
 	t.Helper()
-	p := &pipeline{logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &pipeline{logs: &syncbuf.Buffer{}, done: make(chan struct{})}
 	if len(extra) == 0 {
 		extra = []string{"--set", "http.enabled=false"} // pipelines of parallel tests would share port 4195
 	}
