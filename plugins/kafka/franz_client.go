@@ -57,6 +57,7 @@ func clientFields() []*service.ConfigField {
 		service.NewDurationField(fieldConnIdle).
 			Description("How long an idle connection to a broker stays open.").
 			Default("20s").Advanced(),
+		tcpField(),
 	}
 }
 
@@ -142,9 +143,14 @@ func clientOptions(conf *service.ParsedConfig, log *service.Logger) ([]kgo.Opt, 
 	if err != nil {
 		return nil, err
 	}
-	if tlsOn {
-		opts = append(opts, kgo.DialTLSConfig(tlsConf))
+	if !tlsOn {
+		tlsConf = nil
 	}
+	dial, err := dialer(conf, tlsConf)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, kgo.Dialer(dial))
 	mechs, err := saslMechanisms(conf)
 	if err != nil {
 		return nil, err
