@@ -40,6 +40,7 @@ const (
 	ifBatching        = "batching"
 	ifBufferBytes     = "partition_buffer_bytes"
 	ifStallTimeout    = "stall_timeout"
+	ifLagRefresh      = "topic_lag_refresh_period"
 	ifWaitForTopics   = "wait_for_topics"
 	ifMergeBatches    = "merge_partition_batches"
 	ifRequireAll      = "require_all_partitions"
@@ -139,6 +140,9 @@ func franzInputSpec() *service.ConfigSpec {
 		service.NewStringField(ifBufferBytes).
 			Description("How many record bytes of one partition are buffered ahead of processing. Above it, fetching of the partition pauses until the buffer has drained to half: memory stays bounded when the output is slow or down.").
 			Default("8MiB").Advanced(),
+		service.NewDurationField(ifLagRefresh).
+			Description("How often the `kafka_lag` gauge is updated and stalls are looked for. The lag comes from the high watermarks that fetches return: no extra request to the brokers.").
+			Default("1s").Advanced(),
 		service.NewDurationField(ifStallTimeout).
 			Description("A partition with lag that makes no progress for this long is logged as stalled (once, until it moves again).").
 			Default("1m").Advanced(),
@@ -254,6 +258,7 @@ type franzInput struct {
 	autoReplay      bool
 	bufferBytes     int
 	stallTimeout    time.Duration
+	lagRefresh      time.Duration
 	waitForTopics   bool
 	batchPolicy     service.BatchPolicy
 	mergeUpTo       int // merge_partition_batches; 0: no merging
@@ -424,6 +429,12 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 	}
 	if in.stallTimeout, err = conf.FieldDuration(ifStallTimeout); err != nil {
 		return nil, err
+	}
+	if in.lagRefresh, err = conf.FieldDuration(ifLagRefresh); err != nil {
+		return nil, err
+	}
+	if in.lagRefresh <= 0 {
+		return nil, fmt.Errorf("%s must be positive, got %v", ifLagRefresh, in.lagRefresh)
 	}
 	if in.waitForTopics, err = conf.FieldBool(ifWaitForTopics); err != nil {
 		return nil, err
@@ -1150,11 +1161,11 @@ func (in *franzInput) dropPartitions(c *franzConn, cl *kgo.Client, set map[topic
 }
 
 // commitLoop commits acked offsets every commit_period, and updates lag
-// and stall reports every second.
+// and stall reports every topic_lag_refresh_period.
 func (in *franzInput) commitLoop(c *franzConn) {
 	commit := time.NewTicker(in.commitPeriod)
 	defer commit.Stop()
-	watch := time.NewTicker(time.Second)
+	watch := time.NewTicker(in.lagRefresh)
 	defer watch.Stop()
 	for {
 		select {

@@ -531,6 +531,7 @@ input:
     topics: [ lag ]
     consumer_group: lag-g
     stall_timeout: 1s
+    topic_lag_refresh_period: 200ms
     batching: { count: 10 }
 output:
   drop: {}
@@ -1093,6 +1094,7 @@ func TestInputTopicSettingsRefused(t *testing.T) {
 		"exclude alone":               {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nregexp_topics_exclude: [ b ]", "needs regexp_topics_include", "needs regexp_topics_include"},
 		"require_all without a group": {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\nrequire_all_partitions: true", "needs a consumer_group", "needs a consumer_group"},
 		"require_all with patterns":   {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ a ]\nconsumer_group: g\nrequire_all_partitions: true", "topics named in full", "topics named in full"},
+		"lag refresh of 0":            {"seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\ntopic_lag_refresh_period: 0s", "topic_lag_refresh_period must be positive", ""},
 		"bad pattern":                 {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ '(' ]", "topic pattern", ""},
 		"bad exclude":                 {"seed_brokers: [ \"localhost:9092\" ]\nregexp_topics_include: [ a ]\nregexp_topics_exclude: [ '[' ]", "topic pattern", ""},
 	} {
