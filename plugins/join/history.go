@@ -49,6 +49,9 @@ type partitionSeen struct {
 	first     int64 // the batch's lowest offset
 	next      int64 // after the batch's highest offset
 	resume    int64 // kafka_resume_offset, -1 when no message carries it
+	// marked: a message carries kafka_resume_offset (-1 there: the input
+	// could not read the group's committed offsets).
+	marked bool
 }
 
 func (p *partitionSeen) key() []byte {
@@ -102,8 +105,9 @@ func partitionsOf(batch service.MessageBatch) []*partitionSeen {
 		}
 		p.next = max(p.next, off+1)
 		p.first = min(p.first, off)
-		if r, ok := metaInt(msg, "kafka_resume_offset"); ok && p.resume < 0 {
-			p.resume = r
+		if r, ok := metaInt(msg, "kafka_resume_offset"); ok {
+			p.marked = true
+			p.resume = max(p.resume, r)
 		}
 	}
 	return out
@@ -220,7 +224,7 @@ func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]ga
 				switch {
 				case p.resume > next+historyGap:
 					missing = append(missing, gap{p: p, applied: next})
-				case p.resume < 0 && p.first+historyGap < next:
+				case !p.marked && p.first+historyGap < next:
 					// A group without a commit reads what the state has
 					// applied: reset, or the state of another stream.
 					j.log.Warnf("cdc_join: topic %s partition %d: the consumer group has no committed offset and reads from offset %d, "+

@@ -173,7 +173,8 @@ func TestMarkedTombstonesAreDroppedAndCounted(t *testing.T) {
 }
 
 // A group without commits that reads what the state has applied (reset,
-// or the state of another stream) is warned about, not held.
+// or the state of another stream) is warned about, not held; one whose
+// offsets the input could not read (kafka_resume_offset -1) is neither.
 func TestStateAheadOfANewGroupIsWarned(t *testing.T) {
 	dir := t.TempDir()
 	j := newHistoryJoin(t, dir, true)
@@ -182,23 +183,40 @@ func TestStateAheadOfANewGroupIsWarned(t *testing.T) {
 	}
 	_ = j.Close(context.Background())
 
-	var logs syncbuf.Buffer
+	for _, tc := range []struct {
+		name   string
+		resume any // kafka_resume_offset; nil: none
+		warned bool
+	}{{"a group without commits", nil, true}, {"offsets the input could not read", -1, false}} {
+		j, logs := newLoggedJoin(t, dir)
+		m := fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1)
+		if tc.resume != nil {
+			m.MetaSetMut("kafka_resume_offset", tc.resume)
+		}
+		if _, err := processWithin(j, 5*time.Second, m); err != nil {
+			t.Fatalf("%s, on a state ahead of it: held (%v)", tc.name, err)
+		}
+		if warned := strings.Contains(logs.String(), "has no committed offset and reads from offset 0"); warned != tc.warned {
+			t.Errorf("%s, on a state ahead of it: warned %v, want %v; logs:\n%s", tc.name, warned, tc.warned, logs.String())
+		}
+		_ = j.Close(context.Background())
+	}
+}
+
+// newLoggedJoin is newHistoryJoin (require_history on) with its log kept.
+func newLoggedJoin(t *testing.T, dir string) (*join, *syncbuf.Buffer) {
+	t.Helper()
+	logs := &syncbuf.Buffer{}
 	conf, err := joinSpec().ParseYAML(fmt.Sprintf(odsConfig, dir), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err = newJoin(conf, service.MockResources(service.MockResourcesOptUseLogger(
-		service.NewLoggerFromSlog(slog.New(slog.NewTextHandler(&logs, nil))))))
+	j, err := newJoin(conf, service.MockResources(service.MockResourcesOptUseLogger(
+		service.NewLoggerFromSlog(slog.New(slog.NewTextHandler(logs, nil))))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer j.Close(context.Background())
-	if _, err := processWithin(j, 5*time.Second, fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1)); err != nil {
-		t.Fatalf("a new group on a state ahead of it was held: %v", err)
-	}
-	if !strings.Contains(logs.String(), "has no committed offset and reads from offset 0") {
-		t.Errorf("no warning that the state is ahead of the group; logs:\n%s", logs.String())
-	}
+	return j, logs
 }
 
 // A state of an earlier odsflow (rows, no recorded partitions) is marked

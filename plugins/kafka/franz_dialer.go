@@ -20,10 +20,10 @@ func tcpField() *service.ConfigField {
 			Description("How long a connection to a broker may take to open. `0s`: franz-go's default, 10s.").
 			Default("0s"),
 		service.NewObjectField("keep_alive",
-			service.NewDurationField("idle").Description("How long a connection is idle before the first keep-alive probe.").Default("15s"),
-			service.NewDurationField("interval").Description("The time between keep-alive probes.").Default("15s"),
-			service.NewIntField("count").Description("How many unanswered probes close the connection.").Default(9),
-		).Description("TCP keep-alive probes, which find a broker (or a load balancer in front of it) that went away without closing the connection."),
+			service.NewDurationField("idle").Description("How long a connection is idle before the first keep-alive probe. `0s`: Go's default, 15s.").Default("15s"),
+			service.NewDurationField("interval").Description("The time between keep-alive probes. `0s`: Go's default, 15s.").Default("15s"),
+			service.NewIntField("count").Description("How many unanswered probes close the connection. `0`: Go's default, 9.").Default(9),
+		).Description("TCP keep-alive probes, always on, which find a broker (or a load balancer in front of it) that went away without closing the connection."),
 		service.NewDurationField("tcp_user_timeout").
 			Description("How long data sent may stay unacknowledged before the connection is closed (TCP_USER_TIMEOUT, Linux only). `0s`: the system's default. Set it above the keep-alive's idle + interval × count.").
 			Default("0s"),

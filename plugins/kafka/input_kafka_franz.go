@@ -174,7 +174,7 @@ pipeline needs by default:
 Every message carries `+"`kafka_key`, `kafka_topic`, `kafka_partition`, `kafka_offset`, `kafka_timestamp_ms`, `kafka_timestamp_unix`, `kafka_tombstone_message`"+` (true for a record with a null value) and each record header.
 With a `+"`consumer_group`"+`, the first message of each batch (the first that is not a tombstone) of a partition whose
 offset the group had committed, above the partition's log start, when this member was assigned it also carries
-`+"`kafka_resume_offset`"+`: that committed offset (an integer). `+"`cdc_join`"+` reads it
+`+"`kafka_resume_offset`"+`: that committed offset (an integer), or -1 when the committed offsets could not be read. `+"`cdc_join`"+` reads it
 to tell a state that lacks the history the group has consumed (see its `+"`require_history`"+`).
 `).
 		Fields(fields...).
@@ -968,7 +968,7 @@ func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topi
 }
 
 func (in *franzInput) onAssigned(ctx context.Context, c *franzConn, cl *kgo.Client, assigned map[string][]int32) {
-	resume := in.committedOffsets(ctx, cl, assigned)
+	resume, known := in.committedOffsets(ctx, cl, assigned)
 	c.partsMu.Lock()
 	c.gen++
 	for topic, parts := range assigned {
@@ -978,7 +978,10 @@ func (in *franzInput) onAssigned(ctx context.Context, c *franzConn, cl *kgo.Clie
 				old.close()
 			}
 			resumeAt, ok := resume[tp]
-			if !ok {
+			switch {
+			case !known:
+				resumeAt = resumeUnknown
+			case !ok:
 				resumeAt = -1
 			}
 			in.startPartitionLocked(c, cl, tp, resumeAt)
@@ -998,14 +1001,14 @@ func (in *franzInput) onAssigned(ctx context.Context, c *franzConn, cl *kgo.Clie
 // what a new group would, so it is not "resumed". Asked once per
 // assignment, within a few seconds (the callback holds up the group's
 // next rebalance); on failure the partitions go on unmarked.
-func (in *franzInput) committedOffsets(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) map[topicPartition]int64 {
+func (in *franzInput) committedOffsets(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) (map[topicPartition]int64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	adm := kadm.NewClient(cl)
 	committed, err := adm.FetchOffsets(ctx, in.group)
 	if err != nil {
-		in.log.Warnf("kafka_franz: reading the committed offsets of group %s failed (messages go on without kafka_resume_offset): %v", in.group, err)
-		return nil
+		in.log.Warnf("kafka_franz: reading the committed offsets of group %s failed (kafka_resume_offset is -1, unknown): %v", in.group, err)
+		return nil, false
 	}
 	topics := make([]string, 0, len(assigned))
 	for t := range assigned {
@@ -1013,8 +1016,8 @@ func (in *franzInput) committedOffsets(ctx context.Context, cl *kgo.Client, assi
 	}
 	starts, err := adm.ListStartOffsets(ctx, topics...)
 	if err != nil {
-		in.log.Warnf("kafka_franz: listing the start offsets of %v failed (messages go on without kafka_resume_offset): %v", topics, err)
-		return nil
+		in.log.Warnf("kafka_franz: listing the start offsets of %v failed (kafka_resume_offset is -1, unknown): %v", topics, err)
+		return nil, false
 	}
 	out := map[topicPartition]int64{}
 	for topic, parts := range assigned {
@@ -1029,7 +1032,7 @@ func (in *franzInput) committedOffsets(ctx context.Context, cl *kgo.Client, assi
 			out[topicPartition{topic, part}] = c.At
 		}
 	}
-	return out
+	return out, true
 }
 
 // checkWhole opens or closes the require_all_partitions gate: open while
@@ -1160,13 +1163,16 @@ func (in *franzInput) dropPartitions(c *franzConn, cl *kgo.Client, set map[topic
 	cl.ResumeFetchPartitions(resume)
 }
 
-// commitLoop commits acked offsets every commit_period, and updates lag
-// and stall reports every topic_lag_refresh_period.
+// commitLoop commits acked offsets every commit_period, updates lag and
+// stall reports every topic_lag_refresh_period, and re-checks a closed
+// require_all_partitions gate every second.
 func (in *franzInput) commitLoop(c *franzConn) {
 	commit := time.NewTicker(in.commitPeriod)
 	defer commit.Stop()
 	watch := time.NewTicker(in.lagRefresh)
 	defer watch.Stop()
+	gate := time.NewTicker(time.Second) // require_all_partitions' re-check
+	defer gate.Stop()
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -1177,6 +1183,7 @@ func (in *franzInput) commitLoop(c *franzConn) {
 			}
 		case <-watch.C:
 			in.watchLag(c)
+		case <-gate.C:
 			if in.requireAll && c.isPartial() {
 				in.checkWhole(c, c.client)
 			}

@@ -559,3 +559,23 @@ func TestInputResumeOffset(t *testing.T) {
 		t.Errorf("a group committed at the log start: kafka_resume_offset %v on its first batch", firsts[0])
 	}
 }
+
+// TestCommittedOffsetsUnreadable: when the group's offsets cannot be read
+// at assignment, the partitions are marked unknown (kafka_resume_offset
+// -1), not taken for a group without commits.
+func TestCommittedOffsetsUnreadable(t *testing.T) {
+	in := newTestInput(t, groupConfig("127.0.0.1:1", "t", "g", ""))
+	cl, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"), kgo.RetryTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if got, known := in.committedOffsets(context.Background(), cl, map[string][]int32{"t": {0}}); known || got != nil {
+		t.Errorf("offsets read from an unreachable broker: %v, known %v", got, known)
+	}
+	batch := service.MessageBatch{service.NewMessage([]byte("row"))}
+	markResumed(batch, -1)
+	if v, ok := batch[0].MetaGetMut("kafka_resume_offset"); !ok || v != -1 {
+		t.Errorf("kafka_resume_offset %v (%v), want -1", v, ok)
+	}
+}

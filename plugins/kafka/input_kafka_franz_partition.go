@@ -43,7 +43,7 @@ type partitionState struct {
 	inflight     []*inflightBatch // in delivery order
 	replays      []*inflightBatch // nacked, to deliver again before anything newer
 	firstSeen    int64            // offset of the first record received, -1 before
-	resumeAt     int64            // the group's committed offset at assignment, -1 none; set before run
+	resumeAt     int64            // the group's committed offset at assignment, -1 none, resumeUnknown; set before run
 	ackedNext    int64            // every offset below it is acked; -1 before the first ack
 	ackedEpoch   int32            // leader epoch of the last acked record
 	committed    int64            // last committed ackedNext; -1 none
@@ -241,8 +241,11 @@ func (p *partitionState) run(ctx context.Context, batcher *service.Batcher) {
 		} else {
 			msgs = b.msgs.Copy()
 		}
-		if p.resumeAt >= 0 {
+		switch {
+		case p.resumeAt >= 0:
 			markResumed(msgs, p.resumeAt)
+		case p.resumeAt == resumeUnknown:
+			markResumed(msgs, -1)
 		}
 		pb := pendingBatch{msgs: msgs, replay: b.attempts > 0, from: p, ack: func(_ context.Context, err error) error {
 			p.ack(b, err)
@@ -422,6 +425,10 @@ func replayBackoff(attempts int) time.Duration {
 	}
 	return d
 }
+
+// resumeUnknown as a partition's resumeAt: the group's committed offsets
+// could not be read at assignment.
+const resumeUnknown = -2
 
 // markResumed sets kafka_resume_offset on the first message of msgs that
 // is not a tombstone (debezium_unwrap drops those), or on the first.
