@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/odsflow/odsflow/internal/devstack"
 	"github.com/odsflow/odsflow/internal/pgcluster"
+	"github.com/odsflow/odsflow/internal/syncbuf"
 )
 
 // One PostgreSQL server for the package; each test gets its own database.
@@ -484,12 +486,24 @@ func TestUnknownFailureIsBisected(t *testing.T) {
 	if _, err := conn.Exec(ctx, `INSERT INTO ods.pickiness VALUES (1)`); err != nil {
 		t.Fatal(err)
 	}
-	heldUntil(t, u, service.MessageBatch{acct("4", 15, "4.00", 1, 1), acct("5", 16, "5.00", 1, 1)}, func() {
+	// The error log names where the held messages came from.
+	logs := &syncbuf.Buffer{}
+	u.log = service.NewLoggerFromSlog(slog.New(slog.NewTextHandler(logs, nil)))
+	held := service.MessageBatch{acct("4", 15, "4.00", 1, 1), acct("5", 16, "5.00", 1, 1)}
+	for i, m := range held {
+		m.MetaSetMut("kafka_topic", "cdc.T_Accounts")
+		m.MetaSetMut("kafka_partition", 2)
+		m.MetaSetMut("kafka_offset", 40+i)
+	}
+	heldUntil(t, u, held, func() {
 		if _, err := conn.Exec(ctx, `TRUNCATE ods.pickiness`); err != nil {
 			t.Error(err)
 		}
 	})
 	check(t, "written once taken", accounts(t, conn), "1:12:1.00:1/1 3:14:3.00:1/1 4:15:4.00:1/1 5:16:5.00:1/1")
+	if !strings.Contains(logs.String(), "the batch (cdc.T_Accounts/2@40, cdc.T_Accounts/2@41) cannot be written") {
+		t.Errorf("the hold's log does not name the messages:\n%s", logs.String())
+	}
 }
 
 // A statement timeout on a large batch is not its messages' fault: smaller

@@ -379,7 +379,7 @@ func (u *upsert) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 		if transient(err) {
 			u.log.Warnf("pg_upsert: transient failure, retrying the batch in %v: %v", backoff, err)
 		} else {
-			u.log.Errorf("pg_upsert: the batch cannot be written, retrying in %v until it can (this needs an operator): %v", backoff, err)
+			u.log.Errorf("pg_upsert: the batch (%s) cannot be written, retrying in %v until it can (this needs an operator): %v", describeBatch(batch), backoff, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -504,6 +504,29 @@ func (u *upsert) writeOnce(ctx context.Context, pool *pgxpool.Pool, changes []*r
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	return res, nil
+}
+
+// describeBatch names a held batch's messages for the operator: where
+// each came from (kafka_topic, kafka_partition, kafka_offset) when there
+// are few, else how many. A batch of one message is held when its failure
+// cannot be told from the database's (writeOnce): its origin says which
+// record to look at.
+func describeBatch(batch service.MessageBatch) string {
+	if len(batch) > 3 {
+		return fmt.Sprintf("%d messages", len(batch))
+	}
+	names := make([]string, len(batch))
+	for i, msg := range batch {
+		topic, _ := msg.MetaGet("kafka_topic")
+		part, _ := msg.MetaGet("kafka_partition")
+		off, _ := msg.MetaGet("kafka_offset")
+		if topic == "" {
+			names[i] = fmt.Sprintf("message %d", i)
+			continue
+		}
+		names[i] = fmt.Sprintf("%s/%s@%s", topic, part, off)
+	}
+	return strings.Join(names, ", ")
 }
 
 // runAfter runs the after_batch statements for what res collected.
