@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -265,6 +266,9 @@ func newUpsert(conf *service.ParsedConfig, mgr *service.Resources) (*upsert, err
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
+			if wd, werr := os.Getwd(); werr == nil && !filepath.IsAbs(f) {
+				return nil, fmt.Errorf("init_files: %w (a relative path is read from the working directory, %s)", err, wd)
+			}
 			return nil, fmt.Errorf("init_files: %w", err)
 		}
 		u.initSQL = append(u.initSQL, string(b))

@@ -639,6 +639,21 @@ func TestUnreadableDSNSaysWhyWithoutThePassword(t *testing.T) {
 	}
 }
 
+// A missing init file says where a relative path was looked for.
+func TestMissingInitFileNamesTheWorkingDirectory(t *testing.T) {
+	parsed, err := upsertSpec().ParseYAML("dsn: postgres://u:secret@localhost/db\ninit_files: [ ./no/such.sql ]\ntables: [{name: t, columns: [a], key_columns: [a]}]", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newUpsert(parsed, service.MockResources()); err == nil || !strings.Contains(err.Error(), "working directory, "+wd) {
+		t.Errorf("a missing relative init file: %v, want the working directory named", err)
+	}
+}
+
 func TestIdentifiersAreValidatedAndQuoted(t *testing.T) {
 	for name, conf := range map[string]string{
 		"injection in a table name":  "tables: [{name: 'ods.x; DROP TABLE y', columns: [a], key_columns: [a]}]",
