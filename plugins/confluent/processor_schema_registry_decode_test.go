@@ -2,6 +2,9 @@ package confluent
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
@@ -12,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -19,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/hamba/avro/v2"
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -812,5 +817,46 @@ func TestDecodeBatch(t *testing.T) {
 	}
 	if stopped.GetError() != nil {
 		t.Errorf("stopped while the registry is down: the message was marked errored (%v): it would go to the dead letters", stopped.GetError())
+	}
+}
+
+// Redpanda Connect's jwt block: the registry gets a bearer token signed
+// with the configured key and claims; without it, it refuses.
+func TestDecodeWithJWT(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inner := schemaregistry.New()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		tok, err := jwt.Parse(raw, func(*jwt.Token) (any, error) { return &key.PublicKey, nil }, jwt.WithValidMethods([]string{"RS256"}))
+		if !ok || err != nil || tok.Claims.(jwt.MapClaims)["sub"] != "odsflow" || tok.Header["kid"] != "k1" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	msg := keyRecordThroughSideDoor(t, inner)
+
+	p := newTestDecoder(t, fmt.Sprintf("url: %s\njwt: { enabled: true, private_key_file: %q, signing_method: RS256, claims: { sub: odsflow }, headers: { kid: k1 } }", srv.URL, keyFile))
+	if got, err := decode(t, p, msg); err != nil || !reflect.DeepEqual(got, map[string]any{"id": int64(7)}) {
+		t.Errorf("with a signed token: %v, %v", got, err)
+	}
+	denied := newTestDecoder(t, "url: "+srv.URL+"\nretry_max_elapsed: 200ms")
+	if _, err := decode(t, denied, msg); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("without a token: %v, want a 401", err)
+	}
+	conf, err := decodeSpec().ParseYAML(fmt.Sprintf("url: %s\njwt: { enabled: true, private_key_file: %q, signing_method: ES256 }", srv.URL, keyFile), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newDecodeProcessor(conf, service.MockResources()); err == nil || !strings.Contains(err.Error(), "not a ES256 private key") {
+		t.Errorf("an RSA key for ES256: %v", err)
 	}
 }

@@ -42,6 +42,7 @@ func registryFields() []*service.ConfigField {
 			service.NewStringField("username").Description("The username.").Default(""),
 			service.NewStringField("password").Description("The password.").Default("").Secret(),
 		).Description("HTTP basic authentication against the registry.").Advanced().Optional(),
+		jwtField(),
 		service.NewTLSToggledField(fieldTLS).
 			Description("TLS to the registry. An `https` URL uses these settings whether `enabled` is set or not (as Redpanda Connect's registry `tls` block, which has no `enabled`); `enabled: true` applies them to any URL.").
 			Advanced(),
@@ -58,6 +59,7 @@ type registryClient struct {
 	http     *http.Client
 	user     string
 	pass     string
+	bearer   string // a signed JWT (the jwt block)
 	retryMax time.Duration
 	// isRegistry: url has answered GET /subjects with a JSON list, so a
 	// bare 404 from it is a missing schema, not a wrong url.
@@ -113,6 +115,12 @@ func newRegistryClient(conf *service.ParsedConfig) (*registryClient, error) {
 				return nil, err
 			}
 		}
+	}
+	if c.bearer, err = signedJWT(conf); err != nil {
+		return nil, err
+	}
+	if c.bearer != "" && c.user != "" {
+		return nil, errors.New("basic_auth and jwt are both enabled: choose one")
 	}
 	return c, nil
 }
@@ -177,8 +185,11 @@ func (c *registryClient) do(ctx context.Context, path string) (status int, body 
 	}
 	where = "GET " + req.URL.Redacted()
 	req.Header.Set("Accept", "application/vnd.schemaregistry.v1+json")
-	if c.user != "" {
+	switch {
+	case c.user != "":
 		req.SetBasicAuth(c.user, c.pass)
+	case c.bearer != "":
+		req.Header.Set("Authorization", "Bearer "+c.bearer)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -223,7 +234,7 @@ func (c *registryClient) getOnce(ctx context.Context, path string, out any) erro
 		resp.StatusCode == http.StatusProxyAuthRequired:
 		// Retried: credentials rotated or a permission granted meanwhile
 		// make it work, and the messages are not at fault.
-		return fmt.Errorf("%s: the registry refused the request (%s): check basic_auth: %.200s", where, resp.Status, text)
+		return fmt.Errorf("%s: the registry refused the request (%s): check basic_auth or jwt: %.200s", where, resp.Status, text)
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
 		return fmt.Errorf("%s: registry error %s: %.200s", where, resp.Status, text)
 	default:
