@@ -150,6 +150,8 @@ func franzInputSpec() *service.ConfigSpec {
 			Description("What to do when a topic in `topics` does not exist. False: connecting fails with an error naming the missing topics (retried with backoff, as every connection error). True: connect anyway and consume each topic once it appears.").
 			Default(false).Advanced(),
 		service.NewAutoRetryNacksToggleField(),
+		service.NewForceTimelyNacksField(),
+		service.NewExtractTracingSpanMappingField(),
 	)
 	return service.NewConfigSpec().
 		Stable().
@@ -195,13 +197,25 @@ input:
 }
 
 func init() {
-	err := service.RegisterBatchInput("kafka_franz", franzInputSpec(),
-		func(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchInput, error) {
-			return newFranzInput(conf, mgr)
-		})
+	err := service.RegisterBatchInput("kafka_franz", franzInputSpec(), newWrappedFranzInput)
 	if err != nil {
 		panic(err)
 	}
+}
+
+// newWrappedFranzInput is the input with Benthos' own wrappers for
+// Redpanda Connect's extract_tracing_map and timely_nacks_maximum_wait
+// (each a no-op unless set).
+func newWrappedFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchInput, error) {
+	in, err := newFranzInput(conf, mgr)
+	if err != nil {
+		return nil, err
+	}
+	wrapped, err := conf.WrapBatchInputExtractTracingSpanMapping("kafka_franz", in)
+	if err != nil {
+		return nil, err
+	}
+	return service.ForceTimelyNacksBatched(conf, wrapped)
 }
 
 // pollMaxRecords bounds one poll. Records of a poll are buffered whole, so

@@ -1160,3 +1160,26 @@ func TestMarkResumedSkipsTombstones(t *testing.T) {
 		t.Error("a batch of tombstones only: its first is not marked")
 	}
 }
+
+// Redpanda Connect's extract_tracing_map and timely_nacks_maximum_wait are
+// accepted and wrap the input (Benthos' own wrappers); unset, they do not.
+func TestInputBenthosWrappers(t *testing.T) {
+	build := func(extra string) any {
+		conf, err := franzInputSpec().ParseYAML("seed_brokers: [ \"localhost:9092\" ]\ntopics: [ a ]\n"+extra, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := newWrappedFranzInput(conf, service.MockResources())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = in.Close(context.Background()) })
+		return in
+	}
+	if _, plain := build("").(*franzInput); !plain {
+		t.Error("without the fields, the input is wrapped")
+	}
+	if _, plain := build("timely_nacks_maximum_wait: 10s\nextract_tracing_map: 'root = @'").(*franzInput); plain {
+		t.Error("with timely_nacks_maximum_wait and extract_tracing_map, the input is not wrapped")
+	}
+}
