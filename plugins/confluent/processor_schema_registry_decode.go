@@ -153,30 +153,13 @@ func schemaID(b []byte) (int, error) {
 	return int(binary.BigEndian.Uint32(b[1:5])), nil
 }
 
-// ProcessBatch decodes each message of the batch. A message an earlier
-// processor failed passes unchanged, its error kept; one that cannot be
-// decoded is marked errored, left as it was, and passed on.
+// ProcessBatch decodes each message of the batch (eachMessage), one
+// fetch per schema id the registry fails for (batchMemo).
 func (p *decodeProcessor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
-	// The schema ids whose fetch failed in this batch (a 404 aside): the
-	// batch's other messages of them fail with the same error at once, so
-	// that a registry outage costs a batch one retry budget per id, not one
-	// per message. The next batch tries again.
-	unavailable := map[int]error{}
-	for _, msg := range batch {
-		if msg.GetError() != nil {
-			continue
-		}
-		if err := p.decode(ctx, msg, unavailable); err != nil {
-			if ctx.Err() != nil {
-				// Shutting down while the registry was being waited for:
-				// not the message's fault. Failing the batch leaves it
-				// unacked, to be read again.
-				return nil, fmt.Errorf("schema_registry_decode: stopped: %w", ctx.Err())
-			}
-			msg.SetError(err)
-		}
-	}
-	return []service.MessageBatch{batch}, nil
+	unavailable := batchMemo[int]{}
+	return eachMessage(ctx, "schema_registry_decode", batch, func(msg *service.Message) error {
+		return p.decode(ctx, msg, unavailable)
+	})
 }
 
 // Process decodes one message in place, or returns why it cannot be.
@@ -187,9 +170,9 @@ func (p *decodeProcessor) Process(ctx context.Context, msg *service.Message) (se
 	return service.MessageBatch{msg}, nil
 }
 
-// decode decodes msg in place. unavailable, when not nil, holds the schema
-// ids whose fetch failed (see ProcessBatch).
-func (p *decodeProcessor) decode(ctx context.Context, msg *service.Message, unavailable map[int]error) error {
+// decode decodes msg in place. unavailable, when not nil, is the batch's
+// memo of failed fetches.
+func (p *decodeProcessor) decode(ctx context.Context, msg *service.Message, unavailable batchMemo[int]) error {
 	b, err := msg.AsBytes()
 	if err != nil {
 		return fmt.Errorf("reading message: %w", err)
@@ -201,14 +184,8 @@ func (p *decodeProcessor) decode(ctx context.Context, msg *service.Message, unav
 	if err != nil {
 		return err
 	}
-	if err, ok := unavailable[id]; ok {
-		return err
-	}
-	entry, err := p.codec(ctx, id)
+	entry, err := unavailable.lookup(ctx, id, func() (*compiled, error) { return p.codec(ctx, id) })
 	if err != nil {
-		if unavailable != nil && !errors.Is(err, errNotFound) && ctx.Err() == nil {
-			unavailable[id] = err
-		}
 		return err
 	}
 	v, err := entry.codec.Decode(b[5:])

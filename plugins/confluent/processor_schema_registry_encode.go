@@ -3,7 +3,6 @@ package confluent
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -109,26 +108,13 @@ func newEncodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*en
 	return p, nil
 }
 
-// ProcessBatch encodes each message of the batch; one that cannot be
-// encoded is marked errored and left as it was.
+// ProcessBatch encodes each message of the batch (eachMessage), one fetch
+// per subject the registry fails for (batchMemo).
 func (p *encodeProcessor) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]service.MessageBatch, error) {
-	// The subjects whose schema could not be fetched in this batch (40401
-	// aside): the batch's other messages of them fail at once.
-	unavailable := map[string]error{}
-	for _, msg := range batch {
-		if msg.GetError() != nil {
-			continue
-		}
-		if err := p.encode(ctx, msg, unavailable); err != nil {
-			if ctx.Err() != nil {
-				// Stopping while the registry was waited for: not the
-				// message's fault; failing the batch leaves it unacked.
-				return nil, fmt.Errorf("schema_registry_encode: stopped: %w", ctx.Err())
-			}
-			msg.SetError(err)
-		}
-	}
-	return []service.MessageBatch{batch}, nil
+	unavailable := batchMemo[string]{}
+	return eachMessage(ctx, "schema_registry_encode", batch, func(msg *service.Message) error {
+		return p.encode(ctx, msg, unavailable)
+	})
 }
 
 // Process encodes one message in place, or returns why it cannot be.
@@ -139,9 +125,9 @@ func (p *encodeProcessor) Process(ctx context.Context, msg *service.Message) (se
 	return service.MessageBatch{msg}, nil
 }
 
-// encode encodes msg in place. unavailable, when not nil, holds the
-// subjects whose fetch failed (see ProcessBatch).
-func (p *encodeProcessor) encode(ctx context.Context, msg *service.Message, unavailable map[string]error) error {
+// encode encodes msg in place. unavailable, when not nil, is the batch's
+// memo of failed fetches.
+func (p *encodeProcessor) encode(ctx context.Context, msg *service.Message, unavailable batchMemo[string]) error {
 	subject, err := p.subject.TryString(msg)
 	if err != nil {
 		return fmt.Errorf("subject: %w", err)
@@ -150,14 +136,8 @@ func (p *encodeProcessor) encode(ctx context.Context, msg *service.Message, unav
 	if err != nil {
 		return fmt.Errorf("message is not structured data: %w", err)
 	}
-	if err, ok := unavailable[subject]; ok {
-		return err
-	}
-	entry, err := p.latest(ctx, subject)
+	entry, err := unavailable.lookup(ctx, subject, func() (*compiled, error) { return p.latest(ctx, subject) })
 	if err != nil {
-		if unavailable != nil && !errors.Is(err, errNotFound) && ctx.Err() == nil {
-			unavailable[subject] = err
-		}
 		return err
 	}
 	out := make([]byte, 5, 64)

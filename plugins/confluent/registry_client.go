@@ -66,6 +66,44 @@ type registryClient struct {
 	isRegistry atomic.Bool
 }
 
+// batchMemo remembers, for one batch, the keys (schema ids, subjects)
+// whose schema could not be fetched, a registry's "not found" aside: the
+// batch's other messages of them fail with the same error at once, so
+// that a registry outage costs a batch one retry budget per key, not one
+// per message. The next batch asks again. A nil memo remembers nothing.
+type batchMemo[K comparable] map[K]error
+
+func (m batchMemo[K]) lookup(ctx context.Context, key K, fetch func() (*compiled, error)) (*compiled, error) {
+	if err, ok := m[key]; ok {
+		return nil, err
+	}
+	c, err := fetch()
+	if err != nil && m != nil && !errors.Is(err, errNotFound) && ctx.Err() == nil {
+		m[key] = err
+	}
+	return c, err
+}
+
+// eachMessage runs fn on each message of batch that an earlier processor
+// has not failed (those pass unchanged, their error kept), and marks
+// errored, in place, the ones fn fails. A failure once ctx is done
+// (stopping while the registry was waited for) is not the message's: the
+// batch fails, unacked, to be read again.
+func eachMessage(ctx context.Context, component string, batch service.MessageBatch, fn func(*service.Message) error) ([]service.MessageBatch, error) {
+	for _, msg := range batch {
+		if msg.GetError() != nil {
+			continue
+		}
+		if err := fn(msg); err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%s: stopped: %w", component, ctx.Err())
+			}
+			msg.SetError(err)
+		}
+	}
+	return []service.MessageBatch{batch}, nil
+}
+
 // errNotFound is a registry 404: retrying will not help.
 var errNotFound = errors.New("not found in the schema registry")
 
@@ -207,38 +245,35 @@ func (c *registryClient) getOnce(ctx context.Context, path string, out any) erro
 	if err != nil {
 		return err
 	}
-	resp := struct {
-		StatusCode int
-		Status     string
-	}{status, fmt.Sprintf("%d %s", status, http.StatusText(status))}
+	statusText := fmt.Sprintf("%d %s", status, http.StatusText(status))
 	text := strings.TrimSpace(string(body[:min(len(body), 512)]))
 	switch {
-	case resp.StatusCode == http.StatusOK:
+	case status == http.StatusOK:
 		if err := json.Unmarshal(body, out); err != nil {
 			// A web page or another API: the url is wrong, or a proxy is in
 			// the way. Not the message's fault: retried like an outage.
 			return fmt.Errorf("%s: not a schema registry answer (%v): is url right? %.200s", where, err, text)
 		}
 		return nil
-	case resp.StatusCode == http.StatusNotFound && registryNotFound(body):
+	case status == http.StatusNotFound && registryNotFound(body):
 		return fmt.Errorf("%s: %w: %s", where, errNotFound, text)
-	case resp.StatusCode == http.StatusNotFound && c.answersAsRegistry(ctx):
+	case status == http.StatusNotFound && c.answersAsRegistry(ctx):
 		// A registry that says a bare 404 (some versions of Apicurio's
 		// Confluent API) for what it does not have.
 		return fmt.Errorf("%s: %w: %s", where, errNotFound, text)
-	case resp.StatusCode == http.StatusNotFound:
+	case status == http.StatusNotFound:
 		// Anything else that says 404 without a registry's error code, at
 		// a url that does not answer as a registry: a wrong url (its path).
-		return fmt.Errorf("%s: answered %s without a schema registry error code: is url right? %.200s", where, resp.Status, text)
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
-		resp.StatusCode == http.StatusProxyAuthRequired:
+		return fmt.Errorf("%s: answered %s without a schema registry error code: is url right? %.200s", where, statusText, text)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden ||
+		status == http.StatusProxyAuthRequired:
 		// Retried: credentials rotated or a permission granted meanwhile
 		// make it work, and the messages are not at fault.
-		return fmt.Errorf("%s: the registry refused the request (%s): check basic_auth or jwt: %.200s", where, resp.Status, text)
-	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
-		return fmt.Errorf("%s: registry error %s: %.200s", where, resp.Status, text)
+		return fmt.Errorf("%s: the registry refused the request (%s): check basic_auth or jwt: %.200s", where, statusText, text)
+	case status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout:
+		return fmt.Errorf("%s: registry error %s: %.200s", where, statusText, text)
 	default:
-		return &permanentError{fmt.Errorf("%s: registry answered %s: %.200s", where, resp.Status, text)}
+		return &permanentError{fmt.Errorf("%s: registry answered %s: %.200s", where, statusText, text)}
 	}
 }
 

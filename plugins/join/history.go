@@ -27,8 +27,9 @@ import (
 //
 // A partition the state has not recorded counts as missing only when the
 // state has recorded nothing of its topic: a partition whose messages never
-// reach the join (tombstones only, which debezium_unwrap drops; a filter)
-// is committed without the state recording it. One it has recorded counts
+// reach the join (a filter; tombstones only, where debezium_unwrap drops
+// them instead of marking them) is committed without the state recording
+// it. One it has recorded counts
 // as missing when the group resumes more than historyGap records past what
 // the state applied: a stale copy (a backup, a snapshot). Record offsets
 // alone cannot tell: a compacted or expired topic starts above offset 0 for

@@ -121,9 +121,20 @@ func newOutput(t *testing.T, conf string) *upsert {
 
 func testOutput(t *testing.T) (*upsert, *pgx.Conn) {
 	t.Helper()
+	return testOutputWith(t, "", "")
+}
+
+// testOutputWith is testOutput with dsnOptions added to the DSN and, when
+// not empty, afterBatch as the statement of upsertConfig's after_batch.
+func testOutputWith(t *testing.T, dsnOptions, afterBatch string) (*upsert, *pgx.Conn) {
+	t.Helper()
 	dsn := newDB(t)
 	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
-	u := newOutput(t, fmt.Sprintf(upsertConfig, dsn, indented))
+	conf := fmt.Sprintf(upsertConfig, dsn+dsnOptions, indented)
+	if afterBatch != "" {
+		conf = strings.Replace(conf, "INSERT INTO ods.refreshed (customer_id) SELECT unnest($1::text[]::int[])", afterBatch, 1)
+	}
+	u := newOutput(t, conf)
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -336,19 +347,9 @@ func TestPoisonRowsAreIsolated(t *testing.T) {
 }
 
 func TestOneTransactionAcrossTables(t *testing.T) {
-	dsn := newDB(t)
-	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
-	conf := fmt.Sprintf(upsertConfig, dsn, indented)
 	// An after_batch statement that fails after both tables were written.
-	conf = strings.Replace(conf, "INSERT INTO ods.refreshed (customer_id) SELECT unnest($1::text[]::int[])",
-		"SELECT CASE WHEN 13 = ANY($1::text[]::int[]) THEN 1/0 END", 1)
-	u := newOutput(t, conf)
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	err = u.WriteBatch(context.Background(), service.MessageBatch{
+	u, conn := testOutputWith(t, "", "SELECT CASE WHEN 13 = ANY($1::text[]::int[]) THEN 1/0 END")
+	err := u.WriteBatch(context.Background(), service.MessageBatch{
 		acct("1", 13, "1.00", 1, 1),
 		msg("t_transaction", "", `{"transaction_id":50,"customer_id":13,"transaction_amount":"-5.00","source_version":2}`),
 	})
@@ -370,19 +371,9 @@ func TestOneTransactionAcrossTables(t *testing.T) {
 // exception) is traced to that message by bisecting: it alone is refused,
 // the rest of the batch commits, with its after_batch.
 func TestAfterBatchFailureIsolatesItsMessage(t *testing.T) {
-	dsn := newDB(t)
-	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
-	conf := fmt.Sprintf(upsertConfig, dsn, indented)
-	conf = strings.Replace(conf, "INSERT INTO ods.refreshed (customer_id) SELECT unnest($1::text[]::int[])",
-		"INSERT INTO ods.refreshed (customer_id) SELECT c / (c - 13) * 0 + c FROM unnest($1::text[]::int[]) AS c", 1)
-	u := newOutput(t, conf)
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	u, conn := testOutputWith(t, "", "INSERT INTO ods.refreshed (customer_id) SELECT c / (c - 13) * 0 + c FROM unnest($1::text[]::int[]) AS c")
 	batch := service.MessageBatch{acct("1", 12, "1.00", 1, 1), acct("2", 13, "2.00", 1, 1), acct("3", 14, "3.00", 1, 1)}
-	err = u.WriteBatch(context.Background(), batch)
+	err := u.WriteBatch(context.Background(), batch)
 	var berr *service.BatchError
 	if !errors.As(err, &berr) {
 		t.Fatalf("WriteBatch: %v, want a batch error naming the message", err)
@@ -509,13 +500,8 @@ func TestUnknownFailureIsBisected(t *testing.T) {
 // A statement timeout on a large batch is not its messages' fault: smaller
 // statements (bisecting) get it written, every message of it.
 func TestStatementTimeoutIsBisected(t *testing.T) {
-	dsn := newDB(t)
-	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
-	conf := fmt.Sprintf(upsertConfig, dsn+"&options=-c%20statement_timeout%3D300", indented)
 	// An after_batch statement that takes 4 ms per value: 200 values time out, 50 do not.
-	conf = strings.Replace(conf, "INSERT INTO ods.refreshed (customer_id) SELECT unnest($1::text[]::int[])",
-		"SELECT pg_sleep(0.004 * cardinality($1::text[]))", 1)
-	u := newOutput(t, conf)
+	u, conn := testOutputWith(t, "&options=-c%20statement_timeout%3D300", "SELECT pg_sleep(0.004 * cardinality($1::text[]))")
 	var batch service.MessageBatch
 	for i := range 200 {
 		batch = append(batch, acct(fmt.Sprint(1000+i), 1000+i, "1.00", 1, 1))
@@ -525,11 +511,6 @@ func TestStatementTimeoutIsBisected(t *testing.T) {
 	if err := u.WriteBatch(ctx, batch); err != nil {
 		t.Fatalf("WriteBatch: %v", err)
 	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var n int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM ods.customer_account`).Scan(&n); err != nil || n != 200 {
 		t.Errorf("%d rows written (%v), want 200", n, err)
@@ -540,12 +521,7 @@ func TestStatementTimeoutIsBisected(t *testing.T) {
 // missing from the database) hold the batch instead of dead-lettering all
 // of it.
 func TestAfterBatchFailingForEverythingHoldsTheBatch(t *testing.T) {
-	dsn := newDB(t)
-	indented := strings.ReplaceAll(strings.TrimSpace(accountDDL), "\n", "\n  ")
-	conf := fmt.Sprintf(upsertConfig, dsn, indented)
-	conf = strings.Replace(conf, "INSERT INTO ods.refreshed (customer_id) SELECT unnest($1::text[]::int[])",
-		"SELECT ods.no_such_refresh($1::text[])", 1)
-	u := newOutput(t, conf)
+	u, _ := testOutputWith(t, "", "SELECT ods.no_such_refresh($1::text[])")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	err := u.WriteBatch(ctx, service.MessageBatch{acct("1", 12, "1.00", 1, 1), acct("2", 13, "2.00", 1, 1)})
