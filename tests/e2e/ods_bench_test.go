@@ -101,7 +101,7 @@ func BenchmarkODSThroughput(b *testing.B) {
 		saveStats(b, statsAddr, profile+".stats.json")
 		_ = os.WriteFile(profile+".log", []byte(p.logs.String()), 0o644)
 	}
-	if os.Getenv("ODSFLOW_BENCH_CONFIG") == "" {
+	if !benchWhatIf() {
 		e.waitExact(b, p, want, time.Minute)
 	}
 	p.stop(b)

@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -98,7 +99,7 @@ func (e *env) start(t testing.TB, extra ...string) *pipeline {
 	if len(extra) == 0 {
 		extra = []string{"--set", "http.enabled=false"} // pipelines of parallel tests would share port 4195
 	}
-	p.cmd = exec.Command(odsflowBin, append(append([]string{"run", "--log.level", "info"}, extra...), benchConfig())...)
+	p.cmd = exec.Command(odsflowBin, append(append([]string{"run", "--log.level", "info"}, extra...), benchConfig(t))...)
 	p.cmd.Dir = repoRoot
 	p.cmd.Env = e.vars
 	// Go runtime settings for the pipeline alone (not the broker and
@@ -766,9 +767,39 @@ func TestTruncate(t *testing.T) {
 	p.stop(t)
 }
 
-func benchConfig() string {
+// benchConfig is the pipeline a test or benchmark runs: config/ods.yaml,
+// or for a benchmark's what-if, ODSFLOW_BENCH_CONFIG (a file), or with
+// ODSFLOW_BENCH_OUTPUT=drop config/ods.yaml with its output replaced by
+// drop (the stages alone, no database write: BENCHMARKS.md, session 8).
+func benchConfig(t testing.TB) string {
 	if c := os.Getenv("ODSFLOW_BENCH_CONFIG"); c != "" {
 		return c
 	}
-	return "config/ods.yaml"
+	switch out := os.Getenv("ODSFLOW_BENCH_OUTPUT"); out {
+	case "":
+		return "config/ods.yaml"
+	case "drop":
+		conf, err := os.ReadFile(filepath.Join(repoRoot, "config", "ods.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(conf, []byte("\noutput:\n"))
+		if i < 0 {
+			t.Fatal("config/ods.yaml: no top-level output to replace")
+		}
+		path := filepath.Join(t.TempDir(), "ods_drop.yaml")
+		if err := os.WriteFile(path, append(conf[:i+1:i+1], "output:\n  drop: {}\n"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	default:
+		t.Fatalf("ODSFLOW_BENCH_OUTPUT=%q: only drop is known", out)
+		return ""
+	}
+}
+
+// benchWhatIf: the pipeline run is not config/ods.yaml, so the ODS is not
+// checked against the expectation.
+func benchWhatIf() bool {
+	return os.Getenv("ODSFLOW_BENCH_CONFIG") != "" || os.Getenv("ODSFLOW_BENCH_OUTPUT") != ""
 }
