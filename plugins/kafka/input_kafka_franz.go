@@ -44,6 +44,8 @@ const (
 	ifWaitForTopics   = "wait_for_topics"
 	ifMergeBatches    = "merge_partition_batches"
 	ifRequireAll      = "require_all_partitions"
+	ifMaxYieldBytes   = "max_yield_batch_bytes"
+	ifUnordered       = "unordered_processing"
 )
 
 // inputLintRule finds, at lint time, the topic settings newFranzInput
@@ -129,7 +131,22 @@ func franzInputSpec() *service.ConfigSpec {
 			Description("Decode headers into lists, so repeated keys keep every value. Otherwise the last value of a key wins.").
 			Default(false).Advanced(),
 		service.NewBatchPolicyField(ifBatching).
-			Description("A batching policy applied to each partition separately: a batch never mixes partitions. Without one, a partition's whole backlog (up to `partition_buffer_bytes`) forms the next batch."),
+			Description("A batching policy applied to each partition separately: a batch never mixes partitions. Without one, a partition's whole backlog (up to `partition_buffer_bytes`, or `max_yield_batch_bytes`) forms the next batch."),
+		service.NewStringField(ifMaxYieldBytes).
+			Description("Without a batching policy: the most record bytes (keys and values) a partition's batch takes from its buffer; the rest forms its next batch, and a single larger record is a batch alone. Unset, a batch takes the partition's whole buffer (up to `partition_buffer_bytes`). Redpanda Connect's default is 32KB: set it to keep a config's batches the size they were there. `merge_partition_batches` may still deliver several partitions' batches as one.").
+			Optional().Advanced().Example("32KB").Example("1MiB"),
+		service.NewObjectField(ifUnordered,
+			service.NewBoolField("enabled").
+				Description("Use this block's `checkpoint_limit` and `batching` instead of the top-level ones.").
+				Default(false),
+			service.NewIntField("checkpoint_limit").
+				Description("How many batches of one partition may be in flight at once.").
+				Default(1024).LintRule(`root = if this < 1 { [ "checkpoint_limit must be at least 1" ] }`),
+			service.NewBatchPolicyField("batching").
+				Description("A batching policy applied to each partition separately."),
+		).
+			Description("Redpanda Connect's block for processing a partition's batches in parallel. With `enabled`, up to its `checkpoint_limit` batches of a partition are in flight at once, and they may be processed, and reach the output, out of order; offsets are still committed only up to the last batch acked together with every batch before it. Not for a pipeline that needs each partition in order (one with `cdc_join`, such as `config/ods.yaml`).").
+			Advanced(),
 		service.NewIntField(ifMergeBatches).
 			Description("Above 0: a read that finds batches of several partitions ready delivers them as one batch, adding ready batches while it holds fewer than this many records (a batch is never split, so the result may exceed it by one partition's batch). Records of one partition stay in order inside it, and acking it acks each part; a nack replays each part, before anything newer of its partition, and a replay is delivered alone (one that keeps failing holds back only its own partition). Fewer, larger batches make each downstream commit carry more (a transaction, an fsync); under a backlog every partition is ready at once. 0 delivers one partition's batch at a time, as Redpanda Connect does.").
 			Default(0).Example(10000).Advanced().
@@ -271,6 +288,7 @@ type franzInput struct {
 	multiHeader     bool
 	autoReplay      bool
 	bufferBytes     int
+	maxYieldBytes   int // max_yield_batch_bytes; 0: a partition's whole buffer
 	stallTimeout    time.Duration
 	lagRefresh      time.Duration
 	waitForTopics   bool
@@ -423,6 +441,20 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 	if in.checkpointLimit, err = conf.FieldInt(ifCheckpointLimit); err != nil {
 		return nil, err
 	}
+	if in.batchPolicy, err = conf.FieldBatchPolicy(ifBatching); err != nil {
+		return nil, err
+	}
+	unordered := conf.Namespace(ifUnordered)
+	if on, err := unordered.FieldBool("enabled"); err != nil {
+		return nil, err
+	} else if on {
+		if in.checkpointLimit, err = unordered.FieldInt("checkpoint_limit"); err != nil {
+			return nil, err
+		}
+		if in.batchPolicy, err = unordered.FieldBatchPolicy("batching"); err != nil {
+			return nil, err
+		}
+	}
 	if in.checkpointLimit < 1 {
 		return nil, fmt.Errorf("checkpoint_limit must be at least 1, got %d", in.checkpointLimit)
 	}
@@ -468,8 +500,10 @@ func newFranzInput(conf *service.ParsedConfig, mgr *service.Resources) (*franzIn
 	if in.requireAll && in.regexpTopics {
 		return nil, errors.New("require_all_partitions needs topics named in full (topics, not regexp_topics_include or regexp_topics)")
 	}
-	if in.batchPolicy, err = conf.FieldBatchPolicy(ifBatching); err != nil {
-		return nil, err
+	if conf.Contains(ifMaxYieldBytes) {
+		if in.maxYieldBytes, err = byteSizeField(conf, ifMaxYieldBytes); err != nil {
+			return nil, err
+		}
 	}
 	if !in.batchPolicy.IsNoop() {
 		// Each partition builds its own batcher later; one that cannot be

@@ -300,12 +300,18 @@ func (p *partitionState) nextDelivery(ctx context.Context, batcher *service.Batc
 		if len(p.inflight) < p.in.checkpointLimit {
 			if batcher == nil && len(p.buf) > 0 {
 				// Without a batching policy, a partition's whole backlog
-				// is the next batch: the slower the output, the bigger the
-				// batches, which is what keeps a single-slot partition fast.
-				b := &inflightBatch{records: p.buf}
-				last := p.buf[len(p.buf)-1]
+				// is the next batch (up to max_yield_batch_bytes): the
+				// slower the output, the bigger the batches, which is what
+				// keeps a single-slot partition fast.
+				n, size := yieldLen(p.buf, p.in.maxYieldBytes)
+				b := &inflightBatch{records: p.buf[:n:n]}
+				last := p.buf[n-1]
 				b.lastOffset, b.lastEpoch = last.Offset, last.LeaderEpoch
-				p.buf, p.bufBytes = nil, 0
+				if n == len(p.buf) {
+					p.buf, p.bufBytes = nil, 0
+				} else {
+					p.buf, p.bufBytes = p.buf[n:], p.bufBytes-size
+				}
 				p.inflight = append(p.inflight, b)
 				p.maybeResumeLocked()
 				p.mu.Unlock()
@@ -360,6 +366,23 @@ func (p *partitionState) nextDelivery(ctx context.Context, batcher *service.Batc
 			return nil, false
 		}
 	}
+}
+
+// yieldLen is how many records of buf, from the first, the next batch
+// takes with a limit of max bytes (0: all of them; at least one), and
+// their bytes.
+func yieldLen(buf []*kgo.Record, max int) (n, size int) {
+	if max <= 0 {
+		return len(buf), 0 // size: not needed for all of them
+	}
+	for n < len(buf) {
+		rs := len(buf[n].Key) + len(buf[n].Value)
+		if n > 0 && size+rs > max {
+			break
+		}
+		n, size = n+1, size+rs
+	}
+	return n, size
 }
 
 // maybeResumeLocked resumes fetching once the buffer has drained to half

@@ -339,6 +339,76 @@ func TestInputCheckpointLimitAllowsParallelBatches(t *testing.T) {
 	}
 }
 
+// TestInputMaxYieldBatchBytes: without a batching policy, a partition's
+// batch takes at most max_yield_batch_bytes of record bytes (keys and
+// values) from its buffer, a larger record alone; every record comes once,
+// in order.
+func TestInputMaxYieldBatchBytes(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "yield", 1)
+	inProduce(t, s.Brokers, "yield", 1, 20) // keys "k<i>", values "p0-<i>": 6 bytes each below 10, 8 from 10
+	for _, tc := range []struct {
+		limit    string
+		maxBytes int
+	}{{"20B", 20}, {"5B", 5}} {
+		t.Run(tc.limit, func(t *testing.T) {
+			in := newTestInput(t, groupConfig(s.Brokers, "yield", "g-"+tc.limit, "max_yield_batch_bytes: "+tc.limit))
+			connect(t, in)
+			var offsets []int
+			largest := 0
+			for len(offsets) < 20 {
+				rb := read(t, in, 15*time.Second)
+				size := 0
+				for i, o := range rb.offsets {
+					size += len(fmt.Sprintf("k%d", o)) + len(rb.values[i])
+				}
+				if len(rb.offsets) > 1 && size > tc.maxBytes {
+					t.Fatalf("a batch of %d records and %d bytes, above max_yield_batch_bytes %s: offsets %v", len(rb.offsets), size, tc.limit, rb.offsets)
+				}
+				largest = max(largest, len(rb.offsets))
+				offsets = append(offsets, rb.offsets...)
+				if err := rb.ack(context.Background(), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, o := range offsets {
+				if o != i {
+					t.Fatalf("offsets %v, want 0..19 once, in order", offsets)
+				}
+			}
+			if want := map[int]int{20: 3, 5: 1}[tc.maxBytes]; largest != want {
+				t.Errorf("largest batch %d records, want %d", largest, want)
+			}
+		})
+	}
+}
+
+// TestInputUnorderedProcessing: Redpanda Connect's unordered_processing
+// block, enabled, replaces the top-level checkpoint_limit and batching.
+func TestInputUnorderedProcessing(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "unordered", 1)
+	inProduce(t, s.Brokers, "unordered", 1, 20)
+	in := newTestInput(t, groupConfig(s.Brokers, "unordered", "g",
+		"unordered_processing: { enabled: true, checkpoint_limit: 3, batching: { count: 5 } }"))
+	connect(t, in)
+	batches := readN(t, in, 15) // three batches without any ack
+	if len(batches) != 3 {
+		t.Fatalf("got %d batches in flight, want 3 of 5 records", len(batches))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if batch, _, err := in.ReadBatch(ctx); err == nil {
+		t.Fatalf("a fourth batch (%d messages) was delivered with checkpoint_limit 3", len(batch))
+	}
+
+	// Disabled, the block changes nothing.
+	off := newTestInput(t, groupConfig(s.Brokers, "unordered", "g2", "unordered_processing: { checkpoint_limit: 3 }"))
+	if off.checkpointLimit != 1 || !off.batchPolicy.IsNoop() {
+		t.Fatalf("a disabled unordered_processing block set checkpoint_limit %d (batching no-op: %v)", off.checkpointLimit, off.batchPolicy.IsNoop())
+	}
+}
+
 func TestInputMetadata(t *testing.T) {
 	s := inStack(t)
 	inCreateTopic(t, s.Brokers, "meta", 1)
