@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -858,5 +859,78 @@ func TestDecodeWithJWT(t *testing.T) {
 	}
 	if _, err := newDecodeProcessor(conf, service.MockResources()); err == nil || !strings.Contains(err.Error(), "not a ES256 private key") {
 		t.Errorf("an RSA key for ES256: %v", err)
+	}
+}
+
+// The signature of OAuth Core 1.0's worked example (Appendix A.5), the
+// same in RFC 5849: a request to photos.example.net signed with HMAC-SHA1.
+func TestOAuthSignatureOfThePublishedExample(t *testing.T) {
+	u, err := url.Parse("http://photos.example.net/photos?file=vacation.jpg&size=original")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := oauthSignature("GET", u, map[string]string{
+		"oauth_consumer_key":     "dpf43f3p2l4k3l03",
+		"oauth_token":            "nnch734d00sl2jdk",
+		"oauth_signature_method": "HMAC-SHA1",
+		"oauth_timestamp":        "1191242096",
+		"oauth_nonce":            "kllo9940pd9333jh",
+		"oauth_version":          "1.0",
+	}, "kd94hf93k423kf44", "pfkkdhi9sl3r4s00")
+	if want := "tR3+Ty81lMeYAr/Fid0kMTYa/WM="; got != want {
+		t.Errorf("signature %q, want %q", got, want)
+	}
+	if got, want := oauthEscape("a b+c/~é"), "a%20b%2Bc%2F~%C3%A9"; got != want {
+		t.Errorf("oauthEscape: %q, want %q", got, want)
+	}
+}
+
+// Redpanda Connect's oauth block: every request carries an OAuth 1.0a
+// header whose signature the registry can check with the shared secrets;
+// with wrong secrets, it refuses.
+func TestDecodeWithOAuth(t *testing.T) {
+	inner := schemaregistry.New()
+	var checked atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		header, ok := strings.CutPrefix(r.Header.Get("Authorization"), "OAuth ")
+		params := map[string]string{}
+		for _, part := range strings.Split(header, ", ") {
+			k, v, _ := strings.Cut(part, "=")
+			uk, err1 := url.PathUnescape(k)
+			uv, err2 := url.PathUnescape(strings.Trim(v, `"`))
+			if err1 != nil || err2 != nil {
+				ok = false
+			}
+			params[uk] = uv
+		}
+		sig := params["oauth_signature"]
+		delete(params, "oauth_signature")
+		u := *r.URL
+		u.Scheme, u.Host = "http", r.Host
+		if !ok || params["oauth_consumer_key"] != "ck" || params["oauth_token"] != "tok" || params["oauth_nonce"] == "" ||
+			sig != oauthSignature(r.Method, &u, params, "cs", "ts") {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		checked.Add(1)
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	msg := keyRecordThroughSideDoor(t, inner)
+
+	p := newTestDecoder(t, "url: "+srv.URL+"\noauth: { enabled: true, consumer_key: ck, consumer_secret: cs, access_token: tok, access_token_secret: ts }")
+	if got, err := decode(t, p, msg); err != nil || !reflect.DeepEqual(got, map[string]any{"id": int64(7)}) || checked.Load() == 0 {
+		t.Errorf("with a signed request: %v, %v (%d checked)", got, err, checked.Load())
+	}
+	wrong := newTestDecoder(t, "url: "+srv.URL+"\nretry_max_elapsed: 200ms\noauth: { enabled: true, consumer_key: ck, consumer_secret: other, access_token: tok, access_token_secret: ts }")
+	if _, err := decode(t, wrong, msg); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("with the wrong secret: %v, want a 401", err)
+	}
+	conf, err := decodeSpec().ParseYAML("url: "+srv.URL+"\noauth: { enabled: true, consumer_key: ck }\nbasic_auth: { enabled: true, username: u, password: p }", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newDecodeProcessor(conf, service.MockResources()); err == nil || !strings.Contains(err.Error(), "basic_auth and oauth are enabled together") {
+		t.Errorf("basic_auth and oauth: %v", err)
 	}
 }

@@ -43,6 +43,7 @@ func registryFields() []*service.ConfigField {
 			service.NewStringField("password").Description("The password.").Default("").Secret(),
 		).Description("HTTP basic authentication against the registry.").Advanced().Optional(),
 		jwtField(),
+		oauthField(),
 		service.NewTLSToggledField(fieldTLS).
 			Description("TLS to the registry. An `https` URL uses these settings whether `enabled` is set or not (as Redpanda Connect's registry `tls` block, which has no `enabled`); `enabled: true` applies them to any URL.").
 			Advanced(),
@@ -59,7 +60,8 @@ type registryClient struct {
 	http     *http.Client
 	user     string
 	pass     string
-	bearer   string // a signed JWT (the jwt block)
+	bearer   string  // a signed JWT (the jwt block)
+	oauth    *oauth1 // the oauth block, nil when off
 	retryMax time.Duration
 	// isRegistry: url has answered GET /subjects with a JSON list, so a
 	// bare 404 from it is a missing schema, not a wrong url.
@@ -157,8 +159,20 @@ func newRegistryClient(conf *service.ParsedConfig) (*registryClient, error) {
 	if c.bearer, err = signedJWT(conf); err != nil {
 		return nil, err
 	}
-	if c.bearer != "" && c.user != "" {
-		return nil, errors.New("basic_auth and jwt are both enabled: choose one")
+	if c.oauth, err = oauthFromConf(conf); err != nil {
+		return nil, err
+	}
+	var enabled []string
+	for _, a := range []struct {
+		name string
+		on   bool
+	}{{"basic_auth", c.user != ""}, {"jwt", c.bearer != ""}, {"oauth", c.oauth != nil}} {
+		if a.on {
+			enabled = append(enabled, a.name)
+		}
+	}
+	if len(enabled) > 1 {
+		return nil, fmt.Errorf("%s are enabled together: choose one", strings.Join(enabled, " and "))
 	}
 	return c, nil
 }
@@ -228,6 +242,8 @@ func (c *registryClient) do(ctx context.Context, path string) (status int, body 
 		req.SetBasicAuth(c.user, c.pass)
 	case c.bearer != "":
 		req.Header.Set("Authorization", "Bearer "+c.bearer)
+	case c.oauth != nil:
+		c.oauth.sign(req, time.Now(), oauthNonce())
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
