@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -20,6 +21,7 @@ const (
 	kfoFieldPartition           = "partition"
 	kfoFieldMetadata            = "metadata"
 	kfoFieldTimestampMs         = "timestamp_ms"
+	kfoFieldTimestamp           = "timestamp"
 	kfoFieldBatching            = "batching"
 	kfoFieldPartitioner         = "partitioner"
 	kfoFieldIdempotentWrite     = "idempotent_write"
@@ -110,6 +112,11 @@ connection error that Benthos retries with backoff rather than a silently stalle
 				Example(`${! timestamp_unix_milli() }`).
 				Example(`${! meta("kafka_timestamp_ms") }`).
 				Optional().Advanced(),
+			service.NewInterpolatedStringField(kfoFieldTimestamp).
+				Description("Deprecated: use `timestamp_ms`. The record timestamp in seconds since the Unix epoch.").
+				Example(`${! timestamp_unix() }`).
+				Optional().Advanced().Deprecated(),
+			service.NewInjectTracingSpanMappingField(),
 			service.NewOutputMaxInFlightField().
 				Description("The maximum number of batches to have in flight at a given time. Increase this to improve throughput; batches in flight at the same time may be written in any order relative to each other.").
 				Default(10).
@@ -187,7 +194,7 @@ func init() {
 			if policy, err = conf.FieldBatchPolicy(kfoFieldBatching); err != nil {
 				return nil, policy, 0, err
 			}
-			out, err := newKafkaFranzOutput(conf, mgr)
+			out, err := newWrappedKafkaFranzOutput(conf, mgr)
 			if err != nil {
 				return nil, policy, 0, err
 			}
@@ -196,6 +203,16 @@ func init() {
 	if err != nil {
 		panic(err)
 	}
+}
+
+// newWrappedKafkaFranzOutput is the output in Benthos' own wrapper for
+// Redpanda Connect's inject_tracing_map (itself unless that is set).
+func newWrappedKafkaFranzOutput(conf *service.ParsedConfig, mgr *service.Resources) (service.BatchOutput, error) {
+	out, err := newKafkaFranzOutput(conf, mgr)
+	if err != nil {
+		return nil, err
+	}
+	return conf.WrapBatchOutputExtractTracingSpanMapping("kafka_franz", out)
 }
 
 // kafkaFranzOutput writes message batches to Kafka. The client is created by
@@ -207,8 +224,11 @@ type kafkaFranzOutput struct {
 	key         *service.InterpolatedString // nil: null key
 	partition   *service.InterpolatedString // nil unless the partitioner is manual
 	timestampMs *service.InterpolatedString // nil: the produce time
-	headers     *service.MetadataFilter
-	timeout     time.Duration
+	// timestampSec: the deprecated timestamp field, in seconds (never
+	// set together with timestampMs).
+	timestampSec *service.InterpolatedString
+	headers      *service.MetadataFilter
+	timeout      time.Duration
 
 	mu     sync.Mutex
 	client *kgo.Client
@@ -230,6 +250,14 @@ func newKafkaFranzOutput(conf *service.ParsedConfig, mgr *service.Resources) (*k
 	}
 	if conf.Contains(kfoFieldTimestampMs) {
 		if o.timestampMs, err = conf.FieldInterpolatedString(kfoFieldTimestampMs); err != nil {
+			return nil, err
+		}
+	}
+	if conf.Contains(kfoFieldTimestamp) {
+		if o.timestampMs != nil {
+			return nil, errors.New("timestamp and timestamp_ms are both set: keep timestamp_ms")
+		}
+		if o.timestampSec, err = conf.FieldInterpolatedString(kfoFieldTimestamp); err != nil {
 			return nil, err
 		}
 	}
@@ -490,6 +518,17 @@ func (o *kafkaFranzOutput) record(batch service.MessageBatch, i int) (*kgo.Recor
 			return nil, fmt.Errorf("%s: %q is not a number of milliseconds", kfoFieldTimestampMs, s)
 		}
 		rec.Timestamp = time.UnixMilli(ms)
+	}
+	if o.timestampSec != nil {
+		s, err := batch.TryInterpolatedString(i, o.timestampSec)
+		if err != nil {
+			return nil, fmt.Errorf("%s interpolation: %w", kfoFieldTimestamp, err)
+		}
+		sec, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a number of seconds", kfoFieldTimestamp, s)
+		}
+		rec.Timestamp = time.Unix(sec, 0)
 	}
 	if err := o.headers.Walk(msg, func(k, v string) error {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})

@@ -558,6 +558,7 @@ func TestKafkaFranzOutputConfigLint(t *testing.T) {
 		{"size too large", brokers + "broker_write_max_bytes: 2GiB\n", "broker_write_max_bytes: 2GiB (2147483648 bytes) is outside"},
 		{"write below message", brokers + "max_message_bytes: 10MB\nbroker_write_max_bytes: 5MB\n", "is less than max_message_bytes"},
 		{"zero timeout", brokers + "timeout: 0s\n", "timeout: must be positive"},
+		{"both timestamps", brokers + "timestamp: '1'\ntimestamp_ms: '1000'\n", "timestamp and timestamp_ms are both set"},
 		{"no brokers", "seed_brokers: [ '' ]\ntopic: t\n", "at least one broker address is required"},
 	} {
 		t.Run("build/"+tc.name, func(t *testing.T) {
@@ -565,5 +566,43 @@ func TestKafkaFranzOutputConfigLint(t *testing.T) {
 				t.Errorf("building: %v, want an error saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Redpanda Connect's deprecated timestamp field (seconds) sets the record
+// timestamp, and inject_tracing_map wraps the output in Benthos' tracing
+// wrapper.
+func TestKafkaFranzOutputTimestampSecondsAndTracingMap(t *testing.T) {
+	conf, err := kafkaFranzOutputSpec().ParseYAML("seed_brokers: [ x:9092 ]\ntopic: t\ntimestamp: '${! meta(\"ts\") }'\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := newKafkaFranzOutput(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := out.record(service.MessageBatch{kfoMessage("v", map[string]any{"ts": "1700000000"})}, 0)
+	if err != nil || rec.Timestamp.UnixMilli() != 1_700_000_000_000 {
+		t.Errorf("timestamp in seconds: %v, %v; want 1700000000000 ms", rec.Timestamp, err)
+	}
+	if _, err := out.record(service.MessageBatch{kfoMessage("v", map[string]any{"ts": "soon"})}, 0); err == nil || !strings.Contains(err.Error(), "not a number of seconds") {
+		t.Errorf("an unparsable timestamp: %v", err)
+	}
+
+	for _, tc := range []struct {
+		extra   string
+		wrapped bool
+	}{{"", false}, {"inject_tracing_map: 'meta = @.merge(this)'\n", true}} {
+		conf, err := kafkaFranzOutputSpec().ParseYAML("seed_brokers: [ x:9092 ]\ntopic: t\n"+tc.extra, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := newWrappedKafkaFranzOutput(conf, service.MockResources())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, plain := o.(*kafkaFranzOutput); plain == tc.wrapped {
+			t.Errorf("with %q: wrapped %v, want %v", tc.extra, !plain, tc.wrapped)
+		}
 	}
 }
