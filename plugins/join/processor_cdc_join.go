@@ -51,7 +51,8 @@ or replaced `+"`state_dir`"+`) is refused instead of joined against: see `+"`req
 Batches are applied to the state one at a time, while the Bloblang work of a batch (checks, keys, mappings) and the reading and
 encoding of its rows run on every core. Checks of the form `+"`@meta == \"literal\"`"+`, keys of the form `+"`this.field`"+`, and
 mappings made of one `+"`root.column = …`"+` line each (field copies, `+"`.string()`"+`, and lists of fields with the nulls
-filtered out then `+"`.join(\"…\")`"+` or `+"`.sort().index(-1).or(null)`"+` (the latest) read directly, the other lines
+filtered out then `+"`.join(\"…\")`"+`, `+"`.sort_by(t -> t.ts_unix_nano()).index(-1).or(null)`"+` (the latest instant) or
+`+"`.sort().index(-1).or(null)`"+` (the greatest string) read directly, the other lines
 together as one Bloblang mapping) skip most of Bloblang's per-call cost; whatever they cannot decide exactly as
 Bloblang would (a float to render, a line that fails) is handed to the full Bloblang, so results and errors are the
 same. The rows read most recently (up to 32,768, some 32 MB) are kept decoded between batches, so that a row many

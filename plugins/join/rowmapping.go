@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 )
@@ -14,9 +15,10 @@ import (
 // `root.account_number = this.child.account_number.string()`; others
 // combine the fields that are present, of parent and child:
 // `[this.parent.first_name, this.parent.last_name].filter(n -> n != null).join(" ")`,
-// or `[this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort().index(-1).or(null)`
-// (the latest). A mapping made only of `root.column = <expression>` lines,
-// one per line, runs line by line: those forms directly, the other lines
+// or `[this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort_by(t -> t.ts_unix_nano()).index(-1).or(null)`
+// (the latest instant; `.sort().index(-1).or(null)` is the greatest
+// string). A mapping made only of `root.column = <expression>` lines, one
+// per line, runs line by line: those forms directly, the other lines
 // together as one Bloblang mapping of their own (whose expressions may read
 // only `this`).
 // Whenever a direct form meets a value it cannot render exactly as
@@ -36,6 +38,9 @@ var (
 	listForm   = regexp.MustCompile(`^\[\s*((?:this\.(?:parent|child)\.[A-Za-z_][A-Za-z0-9_]*\s*,\s*)*this\.(?:parent|child)\.[A-Za-z_][A-Za-z0-9_]*)\s*\]\.filter\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*->\s*([A-Za-z_][A-Za-z0-9_]*)\s*!=\s*null\s*\)(.*)$`)
 	joinTail   = regexp.MustCompile(`^\.join\(\s*(?:"([^"\\]*)")?\s*\)$`)
 	latestTail = regexp.MustCompile(`^\.sort\(\)\.index\(-1\)\.or\(null\)$`)
+	// latestTimeTail: the latest as an instant, whatever the strings'
+	// precision (a string sort puts "…:00Z" after "…:00.5Z").
+	latestTimeTail = regexp.MustCompile(`^\.sort_by\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*->\s*([A-Za-z_][A-Za-z0-9_]*)\.ts_unix_nano\(\)\s*\)\.index\(-1\)\.or\(null\)$`)
 )
 
 // rowMapping is a relation's mapping (or key_mapping).
@@ -54,7 +59,8 @@ type mappingStep struct {
 	side, field string
 	asString    bool // .string()
 	// List forms: the fields (side and field each), and what is made of
-	// the present ones: 'j' joined with delim, 'l' the latest (greatest).
+	// the present ones: 'j' joined with delim, 'l' the greatest string,
+	// 't' the latest timestamp.
 	list   []fieldRef
 	listOp byte
 	delim  string
@@ -155,6 +161,8 @@ func parseListForm(expr string) *mappingStep {
 		step.listOp, step.delim = 'j', j[1]
 	} else if latestTail.MatchString(l[4]) {
 		step.listOp = 'l'
+	} else if t := latestTimeTail.FindStringSubmatch(l[4]); t != nil && t[1] == t[2] && !notAName[t[1]] {
+		step.listOp = 't'
 	} else {
 		return nil
 	}
@@ -229,11 +237,34 @@ func (in mappingInput) field(side, name string) any {
 // Bloblang, whose errors `or(null)` may turn into null).
 func (s *mappingStep) listValue(in mappingInput) (any, bool) {
 	var joined strings.Builder
-	var latest any // 'l': the value as it is, no new box; none: index(-1) fails, or(null)
-	latestStr, n := "", 0
+	var latest any // 'l', 't': the value as it is, no new box; none: index(-1) fails, or(null)
+	latestStr, latestAt, n := "", 0.0, 0
 	for _, f := range s.list {
 		v := in.field(f.side, f.field)
 		if v == nil {
+			continue
+		}
+		if s.listOp == 't' {
+			// As Bloblang: ts_unix_nano of an RFC 3339 string or a time,
+			// compared as a float64; a tie keeps the list's order (its
+			// sort of a few elements moves nothing equal), so the last
+			// one of the greatest wins.
+			var at time.Time
+			switch x := v.(type) {
+			case string:
+				t, err := time.Parse(time.RFC3339Nano, x)
+				if err != nil {
+					return nil, false // Bloblang's error
+				}
+				at = t
+			case time.Time:
+				at = x
+			default:
+				return nil, false
+			}
+			if f := float64(at.UnixNano()); latest == nil || f >= latestAt {
+				latest, latestAt = v, f
+			}
 			continue
 		}
 		str, ok := v.(string)

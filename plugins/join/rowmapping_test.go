@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
+	_ "github.com/redpanda-data/benthos/v4/public/components/pure" // ts_unix_nano, as in the binary
 )
 
 // The mappings of config/ods.yaml, and shapes around them.
@@ -25,7 +26,7 @@ root.account_id = this.child.id
 root.account_number = this.child.account_number.string()
 root.account_status = this.child.account_status
 root.account_balance = this.child.account_balance
-root.updated_at = [this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort().index(-1).or(null)
+root.updated_at = [this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort_by(t -> t.ts_unix_nano()).index(-1).or(null)
 root.account_version = this.child_version
 root.customer_version = this.parent_version
 `, true},
@@ -44,6 +45,7 @@ root.name = [this.parent.first_name, this.child.last_name , this.parent.email].f
 root.glued = [ this.child.first_name,this.child.email ].filter(v -> v!=null).join()
 root.one = [this.parent.mobile].filter(v -> v != null).join("-")
 root.latest = [this.parent.updated_at, this.child.updated_at, this.child.account_status].filter(t -> t != null).sort().index(-1).or(null)
+root.latest_at = [this.parent.updated_at, this.child.updated_at, this.parent.email].filter(t -> t != null).sort_by( u -> u.ts_unix_nano() ).index(-1).or(null)
 `, true},
 	{"list forms Bloblang runs", `
 root.other_name = [this.parent.first_name, this.parent.last_name].filter(n -> m != null).join(" ")
@@ -53,6 +55,9 @@ root.escaped = [this.parent.first_name, this.parent.last_name].filter(n -> n != 
 root.underscore = [this.parent.first_name, this.child.last_name].filter(_ -> _ != null).join(" ")
 root.literal = [this.parent.first_name, this.child.last_name].filter(null -> null != null).join(" ")
 root.truth = [this.parent.updated_at, this.child.updated_at].filter(true -> true != null).sort().index(-1).or(null)
+root.micro = [this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort_by(t -> t.ts_unix_micro()).index(-1).or(null)
+root.other_at = [this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort_by(t -> u.ts_unix_nano()).index(-1).or(null)
+root.blank_at = [this.parent.updated_at, this.child.updated_at].filter(t -> t != null).sort_by(_ -> _.ts_unix_nano()).index(-1).or(null)
 `, true},
 	{"a line that fails", "root.a = this.parent.first_name + \" \" + this.parent.last_name\nroot.b = this.child.id", true},
 	{"deleted", "root.a = this.child.id\nroot.b = deleted()", true},
@@ -118,7 +123,8 @@ func stringyValue(r *rand.Rand) (any, bool) {
 	case 2:
 		return "", true
 	default:
-		return []string{"Ann", "Lee", "2026-03-01T10:00:00Z", "2026-03-01T10:00:00.5Z", "zed", "a b"}[r.IntN(6)], true
+		return []string{"Ann", "Lee", "2026-03-01T10:00:00Z", "2026-03-01T10:00:00.5Z", "zed", "a b",
+			"2026-03-01T10:00:00.000Z", "2026-03-01T10:00:00.1Z", "2026-03-01T10:00:00.15Z", "2026-03-01T09:00:00.15-02:00"}[r.IntN(10)], true
 	}
 }
 
