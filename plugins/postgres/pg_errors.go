@@ -27,9 +27,11 @@ func transient(err error) bool {
 			"40", // transaction rollback: serialization failure, deadlock
 			"53", // insufficient resources: too many connections, disk full
 			"57": // operator intervention: admin shutdown, cannot connect now
-			// …but not a statement timeout (57014): the same batch would
-			// time out again; bisecting makes its statements smaller.
-			return pgErr.Code != "57014"
+			// …but not what a smaller batch avoids, which the same batch
+			// would meet again: a statement timeout (57014), running out
+			// of memory (53200) or over temp_file_limit (53400).
+			// Bisecting makes its statements smaller.
+			return !batchSized(pgErr.Code)
 		}
 		return pgErr.Code == "55P03" // lock not available
 	}
@@ -42,6 +44,38 @@ func transient(err error) bool {
 	}
 	// A connection that died mid-statement: pgx reports it closed.
 	return isClosedConn(err)
+}
+
+// batchSized: a failure a smaller batch avoids.
+func batchSized(code string) bool {
+	return code == "57014" || code == "53200" || code == "53400"
+}
+
+// environmental reports a failure that no row's data causes: the server's
+// or the configuration's (a read-only server, a missing table, column or
+// function, a refused privilege, an I/O or internal error). Found while
+// bisecting, it holds the whole batch, even when other parts of it could
+// be written: dead-lettering the rows it met would send a whole table's
+// changes away for what an operator must fix.
+func environmental(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "0A", // feature not supported
+		"25", // invalid transaction state: read-only transaction
+		"28", // invalid authorization
+		"3D", // invalid catalog name
+		"3F", // invalid schema name
+		"42", // syntax error or access rule violation: undefined table, column, function; privilege
+		"55", // object not in prerequisite state
+		"58", // system error: I/O
+		"F0", // configuration file error
+		"XX": // internal error
+		return true
+	}
+	return false
 }
 
 func isClosedConn(err error) bool {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -226,4 +227,127 @@ func TestMissingColumnIsARowError(t *testing.T) {
 		t.Errorf("refused messages %s (%v), want [0], naming the column", got, err)
 	}
 	check(t, "the others written", one(t, conn, `SELECT string_agg(format('%s:%s', k, coalesce(name, 'NULL')), ' ' ORDER BY k) FROM m`), "2:NULL 3:Bob")
+}
+
+// A table gone (42P01) while another of the batch's tables is fine: the
+// server's problem, not its rows'. The batch is held, none of it
+// dead-lettered, and written once the table is back.
+func TestAMissingTableHoldsTheWholeBatch(t *testing.T) {
+	u, conn := testOutput(t)
+	ctx := context.Background()
+	write(t, u, acct("0", 7, "1.00", 1, 1), msg("t_transaction", "", `{"transaction_id":49,"customer_id":7,"transaction_amount":"-5.00","source_version":1}`))
+	if _, err := conn.Exec(ctx, `ALTER TABLE ods.t_transaction RENAME TO t_transaction_moved`); err != nil {
+		t.Fatal(err)
+	}
+	heldUntil(t, u, service.MessageBatch{
+		acct("1", 7, "1.00", 1, 1),
+		msg("t_transaction", "", `{"transaction_id":50,"customer_id":7,"transaction_amount":"-5.00","source_version":2}`),
+	}, func() {
+		if _, err := conn.Exec(ctx, `ALTER TABLE ods.t_transaction_moved RENAME TO t_transaction`); err != nil {
+			t.Error(err)
+		}
+	})
+	if got := one(t, conn, `SELECT count(*)::text FROM ods.t_transaction`); got != "2" {
+		t.Errorf("%s transactions after the table came back, want 2", got)
+	}
+}
+
+// A read-only server with one truly bad row in the batch: the batch is
+// held (nothing dead-lettered for the server's state); once writable, only
+// the bad row is refused.
+func TestReadOnlyServerWithABadRowHoldsTheBatch(t *testing.T) {
+	u, conn := testOutput(t)
+	ctx := context.Background()
+	write(t, u, acct("0", 7, "1.00", 1, 1))
+	readOnly := func(on bool) {
+		t.Helper()
+		sql := `ALTER SYSTEM SET default_transaction_read_only = on`
+		if !on {
+			sql = `ALTER SYSTEM RESET default_transaction_read_only`
+		}
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readOnly(true)
+	t.Cleanup(func() { readOnly(false) })
+	bad := msg("customer_account", "upsert", `{"account_number":"2","customer_id":7,"account_status":"much-too-long","account_balance":"1.00","account_version":1,"customer_version":1}`)
+	batch := service.MessageBatch{acct("1", 7, "1.00", 1, 1), bad, acct("3", 8, "1.00", 1, 1)}
+	before := u.retriesSeen.Load()
+	done := make(chan error, 1)
+	go func() { done <- u.WriteBatch(ctx, batch) }()
+	for deadline := time.Now().Add(20 * time.Second); u.retriesSeen.Load() < before+2; time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("WriteBatch on a read-only server returned %v (refused %v), want it held", err, failedIndexes(err))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no retries in 20 s")
+		}
+	}
+	readOnly(false)
+	select {
+	case err := <-done:
+		if got := failedIndexes(err); fmt.Sprint(got) != "[1]" {
+			t.Errorf("once writable: refused %v (%v), want [1]", got, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("not written 30 s after the server became writable")
+	}
+}
+
+// Bisecting (an unrelated bad row in the batch) splits only the changes
+// the batch writes: a delete and an older upsert of the same row, in two
+// halves, must not bring the row back.
+func TestBisectingKeepsADeleteOverAnOlderUpsert(t *testing.T) {
+	u, conn := testOutput(t)
+	write(t, u, acct("1", 7, "1.00", 5, 1))
+	bad := msg("customer_account", "upsert", `{"account_number":"99","customer_id":7,"account_status":"much-too-long","account_balance":"1.00","account_version":1,"customer_version":1}`)
+	err := u.WriteBatch(context.Background(), service.MessageBatch{acctDelete("1", 10, 1), bad, acct("1", 7, "2.00", 8, 1)})
+	if got := failedIndexes(err); fmt.Sprint(got) != "[1]" {
+		t.Fatalf("refused %v (%v), want [1]", got, err)
+	}
+	check(t, "a delete v10 and an upsert v8 around a bad row", accounts(t, conn), "")
+}
+
+// A batch too large for temp_file_limit (53400) is bisected into parts
+// that fit, not retried whole for ever.
+func TestATooLargeBatchForTheServersLimitsIsBisected(t *testing.T) {
+	u, conn := testOutputWith(t, "&options=-c%20work_mem%3D1MB%20-c%20temp_file_limit%3D1",
+		"SELECT count(*) FROM (SELECT DISTINCT md5(x) FROM unnest($1::text[]) x) s")
+	var batch service.MessageBatch
+	for i := range 40000 {
+		batch = append(batch, acct(fmt.Sprint(i), i, "1.00", 1, 1))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := u.WriteBatch(ctx, batch); err != nil {
+		t.Fatalf("WriteBatch: %v (after %d retries)", err, u.retriesSeen.Load())
+	}
+	if got := one(t, conn, `SELECT count(*)::text FROM ods.customer_account`); got != "40000" {
+		t.Errorf("%s rows, want 40000", got)
+	}
+}
+
+// A timestamp string with a UTC offset, into a timestamp without time
+// zone: the UTC wall clock (PostgreSQL would drop the offset), as a
+// time.Time value gets.
+func TestAnOffsetTimestampIsStoredAsUTC(t *testing.T) {
+	u, conn := setupTable(t, `CREATE TABLE tt (k int PRIMARY KEY, d timestamp, dz timestamptz)`,
+		`tables: [{name: tt, columns: [k, d, dz], key_columns: [k]}]`)
+	write(t, u, msg("tt", "", `{"k":1,"d":"2025-02-28T23:30:00-05:00","dz":"2025-02-28T23:30:00-05:00"}`),
+		msg("tt", "", `{"k":2,"d":"2025-02-28T23:30:00.25Z","dz":null}`))
+	if got := one(t, conn, `SELECT d::text FROM tt WHERE k = 1`); got != "2025-03-01 04:30:00" {
+		t.Errorf("stored %s, want the UTC wall clock 2025-03-01 04:30:00", got)
+	}
+	if got := one(t, conn, `SELECT extract(epoch FROM dz)::text FROM tt WHERE k = 1`); got != "1740803400.000000" {
+		t.Errorf("timestamptz stored as epoch %s, want 1740803400", got)
+	}
+	if got := one(t, conn, `SELECT d::text FROM tt WHERE k = 2`); got != "2025-02-28 23:30:00.25" {
+		t.Errorf("a Z timestamp stored as %s", got)
+	}
 }

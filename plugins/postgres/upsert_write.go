@@ -224,6 +224,15 @@ func textFor(v any, typ colType) (s string, ok bool, err error) {
 		}
 		return string(b), true, nil
 	}
+	if typ.name == "timestamp" {
+		if str, ok := v.(string); ok && hasUTCOffset(str) {
+			// A timestamp without time zone ignores an offset in its
+			// input: the UTC wall clock, as a time.Time value gets.
+			if t, err := time.Parse(time.RFC3339Nano, str); err == nil {
+				return t.UTC().Format(time.RFC3339Nano), true, nil
+			}
+		}
+	}
 	if typ.category == 'A' {
 		if list, ok := v.([]any); ok {
 			var b strings.Builder
@@ -234,6 +243,13 @@ func textFor(v any, typ colType) (s string, ok bool, err error) {
 		}
 	}
 	return textOf(v)
+}
+
+// hasUTCOffset: s ends in a numeric UTC offset (±hh:mm), as an RFC 3339
+// time not in Z does.
+func hasUTCOffset(s string) bool {
+	n := len(s)
+	return n > 6 && (s[n-6] == '+' || s[n-6] == '-') && s[n-3] == ':'
 }
 
 // arrayLiteral writes list as a PostgreSQL array literal: {"a","b",NULL}.
@@ -362,7 +378,7 @@ func (u *upsert) WriteBatch(ctx context.Context, batch service.MessageBatch) err
 		if ctx.Err() != nil {
 			return fmt.Errorf("pg_upsert: batch not written: %w", err)
 		}
-		if !transient(err) && !bisect {
+		if !transient(err) && !environmental(err) && !bisect {
 			// Not a known row error, but perhaps one message's doing (a
 			// statement timeout on a large batch, an error class of a
 			// user's trigger): bisecting tells (see writeOnce).
@@ -473,6 +489,9 @@ func (u *upsert) writeOnce(ctx context.Context, pool *pgxpool.Pool, changes []*r
 	}
 	res := newWriteResult()
 	if bisect {
+		// Only the changes a batch writes are split: a change and the one
+		// that supersedes it must not land in different parts.
+		changes = winners(changes)
 		if err := u.applyBisect(ctx, tx, changes, res); err != nil {
 			return nil, err
 		}
@@ -603,8 +622,8 @@ func (u *upsert) applyBisect(ctx context.Context, tx pgx.Tx, changes []*rowChang
 	if rerr := sp.Rollback(ctx); rerr != nil {
 		return fmt.Errorf("%w (and rolling back to the savepoint: %w)", err, rerr)
 	}
-	if transient(err) {
-		return err // the connection's: the whole transaction again
+	if transient(err) || environmental(err) {
+		return err // the connection's, the server's: the whole transaction again
 	}
 	if len(changes) == 1 {
 		res.failed[changes[0].idx] = fmt.Errorf("pg_upsert: %s of %s refused: %w", opName(changes[0].op), changes[0].table.name, err)
@@ -651,6 +670,44 @@ func (u *upsert) apply(ctx context.Context, tx pgx.Tx, changes []*rowChange, res
 		}
 	}
 	return nil
+}
+
+// winners is changes without those that another change of the same key
+// supersedes (reduce), table by table between its truncates: what apply
+// would write of them, in their order. (Applied in different savepoints,
+// an older upsert after a delete would bring the row back: the ODS keeps
+// no tombstones.)
+func winners(changes []*rowChange) []*rowChange {
+	keep := make(map[*rowChange]bool, len(changes))
+	segments := map[*tableConf][]*rowChange{}
+	flush := func(t *tableConf) {
+		ups, dels := reduce(t, segments[t])
+		for _, c := range ups {
+			keep[c] = true
+		}
+		for _, c := range dels {
+			keep[c] = true
+		}
+		segments[t] = nil
+	}
+	for _, c := range changes {
+		if c.op == 't' {
+			flush(c.table)
+			keep[c] = true
+			continue
+		}
+		segments[c.table] = append(segments[c.table], c)
+	}
+	for t := range segments {
+		flush(t)
+	}
+	out := make([]*rowChange, 0, len(keep))
+	for _, c := range changes {
+		if keep[c] {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // reduce keeps the last change per key, unless an earlier one has a newer
