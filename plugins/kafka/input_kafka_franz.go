@@ -327,6 +327,11 @@ type franzConn struct {
 	// gen counts changes of parts (under partsMu): a holdings count made
 	// across a change is discarded.
 	gen uint64
+	// dropping counts revoke and lost callbacks under way (under partsMu):
+	// from closing the gate to dropping their partitions (a revoke commits
+	// first, a network round trip), a holdings count would still find the
+	// partitions going, and must not open the gate.
+	dropping int
 
 	// With require_all_partitions, the gate: whole is closed while this
 	// member holds every partition of its topics, partial while it does
@@ -529,6 +534,11 @@ func (in *franzInput) consumerOptions(conf *service.ParsedConfig) ([]kgo.Opt, er
 	if err != nil {
 		return nil, err
 	}
+	if fetchMax > 512<<20 {
+		// The client reads broker responses of up to twice it, and
+		// franz-go refuses reads above 1GiB.
+		return nil, fmt.Errorf("%s: at most 512MiB, got %d bytes", ifFetchMaxBytes, fetchMax)
+	}
 	fetchPart, err := byteSizeField(conf, ifFetchMaxPart)
 	if err != nil {
 		return nil, err
@@ -634,6 +644,10 @@ func (in *franzInput) consumerOptions(conf *service.ParsedConfig) ([]kgo.Opt, er
 // parsePartitionedTopics splits `topic:partition[-last][:offset]` items
 // into explicit partitions; plain topics stay topics. Mixing both is
 // refused: franz-go consumes either topics or explicit partitions.
+// maxPartitionRange bounds topic:first-last (Kafka topics rarely have more
+// than some thousands of partitions; a typo must not allocate billions).
+const maxPartitionRange = 100_000
+
 func parsePartitionedTopics(items []string) ([]string, map[string]map[int32]kgo.Offset, error) {
 	var plain []string
 	direct := map[string]map[int32]kgo.Offset{}
@@ -656,6 +670,9 @@ func parsePartitionedTopics(items []string) ([]string, map[string]map[int32]kgo.
 			if hi, err = strconv.ParseInt(last, 10, 32); err != nil || hi < lo {
 				return nil, nil, fmt.Errorf("topics: %q: bad partition range", item)
 			}
+		}
+		if lo < 0 || hi-lo >= maxPartitionRange {
+			return nil, nil, fmt.Errorf("topics: %q: partitions from 0, at most %d in a range", item, maxPartitionRange)
 		}
 		offset := kgo.NewOffset().AtStart()
 		if len(parts) == 3 {
@@ -1101,9 +1118,9 @@ func (in *franzInput) checkWhole(c *franzConn, cl *kgo.Client) {
 	c.wholeMu.Lock()
 	defer c.wholeMu.Unlock()
 	c.partsMu.Lock()
-	if c.gen != gen {
+	if c.gen != gen || c.dropping > 0 {
 		c.partsMu.Unlock()
-		return // the assignment changed meanwhile: whoever changed it checks again
+		return // the assignment changed meanwhile, or is changing: whoever changes it checks again
 	}
 	held, total := 0, 0
 	if err == nil {
@@ -1149,13 +1166,26 @@ func (in *franzInput) checkWhole(c *franzConn, cl *kgo.Client) {
 }
 
 // closeGate closes the require_all_partitions gate: partitions are going.
+// It stays closed at least until the matching endDrop; the assignment that
+// follows checks it again.
 func (in *franzInput) closeGate(c *franzConn) {
+	c.partsMu.Lock()
+	c.dropping++
+	c.gen++
+	c.partsMu.Unlock()
 	if !in.requireAll {
 		return
 	}
 	c.wholeMu.Lock()
 	defer c.wholeMu.Unlock()
 	c.setPartialLocked()
+}
+
+// endDrop ends what closeGate began: the partitions are dropped.
+func (in *franzInput) endDrop(c *franzConn) {
+	c.partsMu.Lock()
+	c.dropping--
+	c.partsMu.Unlock()
 }
 
 // onRevoked commits what is acked of the revoked partitions, then drops
@@ -1169,6 +1199,7 @@ func (in *franzInput) onRevoked(ctx context.Context, c *franzConn, cl *kgo.Clien
 	}
 	if len(set) > 0 {
 		in.closeGate(c) // a member that loses partitions cannot hold them all
+		defer in.endDrop(c)
 	}
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
@@ -1189,6 +1220,7 @@ func (in *franzInput) onLost(c *franzConn, cl *kgo.Client, lost map[string][]int
 		}
 	}
 	in.closeGate(c)
+	defer in.endDrop(c)
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
 	in.dropPartitions(c, cl, set)

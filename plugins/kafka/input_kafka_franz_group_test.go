@@ -579,3 +579,30 @@ func TestCommittedOffsetsUnreadable(t *testing.T) {
 		t.Errorf("kafka_resume_offset %v (%v), want -1", v, ok)
 	}
 }
+
+// With require_all_partitions, the gate stays closed for the whole of a
+// revoke: its commit (a network round trip) comes before the partitions
+// are dropped, and a re-check meanwhile (the 1 s ticker's) still finds
+// them all held. It must not reopen the gate while a second member joins.
+func TestRequireAllGateStaysClosedThroughARevoke(t *testing.T) {
+	s := inStack(t)
+	const topic, parts = "ra-revoke", 2
+	inCreateTopic(t, s.Brokers, topic, parts)
+	inProduce(t, s.Brokers, topic, parts, 3)
+	a := newTestInput(t, groupConfig(s.Brokers, topic, "g", "require_all_partitions: true\nbatching: { count: 3 }"))
+	connect(t, a)
+	if err := read(t, a, 15*time.Second).ack(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	c := a.conn
+	a.closeGate(c) // a revoke begins; its partitions are still held
+	a.checkWhole(c, c.client)
+	if !c.isPartial() {
+		t.Fatal("a holdings check during a revoke reopened the gate")
+	}
+	a.endDrop(c) // (nothing was dropped after all: the next check finds every partition)
+	a.checkWhole(c, c.client)
+	if c.isPartial() {
+		t.Fatal("the gate stays closed after the revoke ended with every partition held")
+	}
+}

@@ -178,10 +178,13 @@ func (p *partitionState) ack(b *inflightBatch, err error) {
 	if p.closed {
 		return
 	}
-	if err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
-		// The pipeline is stopping (a processor gave up waiting): not a
-		// rejection of the batch. It stays unacked, so that nothing from it
-		// on is committed, and the next process reads it again.
+	if err != nil && errors.Is(err, context.Canceled) {
+		// The pipeline is stopping (Benthos cancels the contexts of what
+		// is still processing): not a rejection of the batch. It stays
+		// unacked, so that nothing from it on is committed, and the next
+		// process reads it again. A deadline, though, is a write or a call
+		// that timed out (an output's timeout): a rejection like any
+		// other, replayed, or else the partition would wait for good.
 		return
 	}
 	if err != nil {

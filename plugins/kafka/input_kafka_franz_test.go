@@ -506,7 +506,7 @@ func TestParsePartitionedTopics(t *testing.T) {
 	if got := direct["b"][1]; fmt.Sprint(got) != fmt.Sprint(kgo.NewOffset().At(42)) {
 		t.Errorf("b:1:42 offset %v", got)
 	}
-	for _, bad := range [][]string{{"a:x"}, {"a:3-1"}, {"a:0-1:5"}, {"a:0", "b"}, {":1"}} {
+	for _, bad := range [][]string{{"a:x"}, {"a:3-1"}, {"a:0-1:5"}, {"a:0", "b"}, {":1"}, {"a:0-2147483647"}, {"a:-1"}} {
 		if _, _, err := parsePartitionedTopics(bad); err == nil {
 			t.Errorf("parsePartitionedTopics(%v) accepted", bad)
 		}
@@ -1212,6 +1212,45 @@ func TestInputStoppingNackIsNotADrop(t *testing.T) {
 	connect(t, in2)
 	if again := read(t, in2, 15*time.Second); again.offsets[0] != 0 {
 		t.Fatalf("after a nack for stopping, the next member starts at offset %d, want 0 (the batch again)", again.offsets[0])
+	}
+}
+
+// fetch_max_bytes above 512MiB is refused when the input is built (the
+// client would refuse its read limit at every Connect).
+func TestInputFetchMaxBytesLimit(t *testing.T) {
+	for _, size := range []string{"600MiB", "1GiB"} {
+		conf, err := franzInputSpec().ParseYAML("seed_brokers: [ \"127.0.0.1:1\" ]\ntopics: [ a ]\nfetch_max_bytes: "+size+"\n", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newFranzInput(conf, service.MockResources()); err == nil || !strings.Contains(err.Error(), "fetch_max_bytes: at most 512MiB") {
+			t.Errorf("fetch_max_bytes %s: %v, want it refused", size, err)
+		}
+	}
+	in := newTestInput(t, "seed_brokers: [ \"127.0.0.1:1\" ]\ntopics: [ a ]\nfetch_max_bytes: 512MiB\n")
+	cl, err := kgo.NewClient(in.clientOpts...)
+	if err != nil {
+		t.Fatalf("fetch_max_bytes 512MiB: the client cannot be created: %v", err)
+	}
+	cl.Close()
+}
+
+// A nack for a timeout (an output's write that timed out, wrapping
+// context.DeadlineExceeded) is a rejection: the batch is delivered again,
+// not held as if the pipeline were stopping (its partition would wait for
+// good).
+func TestInputTimeoutNackIsReplayed(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "deadline-nack", 1)
+	inProduce(t, s.Brokers, "deadline-nack", 1, 3)
+	in := newTestInput(t, groupConfig(s.Brokers, "deadline-nack", "g", "batching: { count: 3 }"))
+	connect(t, in)
+	rb := read(t, in, 15*time.Second)
+	if err := rb.ack(context.Background(), fmt.Errorf("writing to topic dlq: %w", context.DeadlineExceeded)); err != nil {
+		t.Fatal(err)
+	}
+	if again := read(t, in, 15*time.Second); fmt.Sprint(again.offsets) != "[0 1 2]" {
+		t.Fatalf("after a nack for a timeout, offsets %v were delivered, want the batch again: [0 1 2]", again.offsets)
 	}
 }
 
