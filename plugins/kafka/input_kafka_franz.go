@@ -327,6 +327,8 @@ type franzConn struct {
 	// gen counts changes of parts (under partsMu): a holdings count made
 	// across a change is discarded.
 	gen uint64
+	// stopping: stopConn is waiting for the goroutines (under partsMu).
+	stopping bool
 	// dropping counts revoke and lost callbacks under way (under partsMu):
 	// from closing the gate to dropping their partitions (a revoke commits
 	// first, a network round trip), a holdings count would still find the
@@ -936,6 +938,9 @@ func (in *franzInput) Close(ctx context.Context) error {
 }
 
 func (in *franzInput) stopConn(ctx context.Context, c *franzConn) {
+	c.partsMu.Lock()
+	c.stopping = true // no worker starts once Wait may have begun
+	c.partsMu.Unlock()
 	c.cancel()
 	c.wg.Wait()
 	if in.group != "" {
@@ -1013,6 +1018,12 @@ func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topi
 	p := newPartitionState(in, tp)
 	p.resumeAt = resumeAt
 	p.client = cl
+	if c.stopping {
+		// Close waits for the workers: none may start now (an assignment
+		// the closing client still reports). Closed with the others.
+		c.parts[tp] = p
+		return p
+	}
 	var batcher *service.Batcher
 	if !in.batchPolicy.IsNoop() {
 		b, err := in.batchPolicy.NewBatcher(in.res)
