@@ -8,6 +8,8 @@ package devstack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -134,11 +136,17 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Each stack is a new cluster, with an id of its own as a real one
+	// has: a pipeline's state kept from an earlier stack is refused for it
+	// (cdc_join's require_history), not joined against records it never saw.
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // crypto/rand.Read never fails (Go 1.24+)
 	opts := append([]kfake.Opt{
 		kfake.Ports(kln.Addr().(*net.TCPAddr).Port),
 		kfake.ListenFn(func(string, string) (net.Listener, error) { return kln, nil }),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(cfg.Partitions),
+		kfake.ClusterID("odsflow-dev-" + hex.EncodeToString(id[:])),
 	}, cfg.KafkaOptions...)
 	if s.kafka, err = kfake.NewCluster(opts...); err != nil {
 		kln.Close()

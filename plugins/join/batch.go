@@ -175,8 +175,8 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 	j.mu.Lock()
 	defer j.mu.Unlock()
 
-	parts := partitionsOf(batch)
-	if err := j.checkHistory(ctx, parts); err != nil {
+	parts, cluster := partitionsOf(batch)
+	if err := j.checkHistory(ctx, parts, cluster); err != nil {
 		return nil, err
 	}
 
@@ -214,7 +214,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 				}
 				outs = append(outs, emitted...)
 			}
-			if err := recordProgress(tx, parts); err != nil {
+			if err := j.recordProgress(tx, parts, cluster); err != nil {
 				return err
 			}
 			var err error
@@ -235,6 +235,9 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 		if err == nil {
 			j.rows.forget(st.writtenKeys)
 			j.count(st)
+			if j.history.cluster == "" {
+				j.history.cluster = cluster // recorded with the batch
+			}
 			break
 		}
 		// The state must be written before anything is passed on: hold the

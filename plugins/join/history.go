@@ -43,6 +43,12 @@ const progressBucket = "progress"
 // were recorded: which topics it has seen is unknown, so it is never held.
 var legacyKey = []byte("\x00legacy")
 
+// clusterKey in progressBucket holds the id of the Kafka cluster whose
+// records the state applied (kafka_franz's kafka_cluster_id). Offsets mean
+// nothing on another cluster: a state kept across a new cluster (a
+// restarted `odsflow dev`, a migration) is held, whatever the offsets say.
+var clusterKey = []byte("\x00cluster")
+
 // partitionSeen is what a batch holds of one Kafka partition.
 type partitionSeen struct {
 	topic     string
@@ -71,10 +77,10 @@ func (p *partitionSeen) checkKey() string {
 }
 
 // partitionsOf collects the Kafka partitions of a batch's messages, in
-// order of first appearance; messages without Kafka metadata (another
-// input, a config unit test) count for none.
-func partitionsOf(batch service.MessageBatch) []*partitionSeen {
-	var out []*partitionSeen
+// order of first appearance, and the Kafka cluster they came from ("" when
+// no message says); messages without Kafka metadata (another input, a
+// config unit test) count for none.
+func partitionsOf(batch service.MessageBatch) (out []*partitionSeen, cluster string) {
 	var last *partitionSeen
 	for _, msg := range batch {
 		topic, ok := msg.MetaGetMut("kafka_topic")
@@ -110,13 +116,24 @@ func partitionsOf(batch service.MessageBatch) []*partitionSeen {
 			p.marked = true
 			p.resume = max(p.resume, r)
 		}
+		if cluster == "" {
+			if c, ok := msg.MetaGetMut("kafka_cluster_id"); ok {
+				cluster, _ = c.(string)
+			}
+		}
 	}
-	return out
+	return out, cluster
 }
 
 // recordProgress writes the batch's partitions into the state, in the
-// batch's transaction.
-func recordProgress(tx statestore.Tx, parts []*partitionSeen) error {
+// batch's transaction, and the cluster they came from when the state has
+// none recorded.
+func (j *join) recordProgress(tx statestore.Tx, parts []*partitionSeen, cluster string) error {
+	if cluster != "" && j.history.cluster == "" {
+		if err := tx.Put(progressBucket, clusterKey, []byte(cluster)); err != nil {
+			return err
+		}
+	}
 	for _, p := range parts {
 		k := p.key()
 		old, err := tx.Get(progressBucket, k)
@@ -143,6 +160,9 @@ type history struct {
 	require bool                // require_history
 	legacy  bool                // a state of an earlier odsflow (legacyKey)
 	checked map[string]struct{} // partitions checked (checkKey)
+	// cluster: the Kafka cluster the state's records came from (clusterKey),
+	// "" while unknown.
+	cluster string
 }
 
 // openHistory reads whether the state is legacy: one written by an
@@ -153,6 +173,11 @@ func (j *join) openHistory(ctx context.Context) error {
 	j.history.checked = map[string]struct{}{}
 	mark := false
 	err := j.store.View(ctx, func(tx statestore.Tx) error {
+		cluster, err := tx.Get(progressBucket, clusterKey)
+		if err != nil {
+			return err
+		}
+		j.history.cluster = string(cluster)
 		legacy, err := tx.Get(progressBucket, legacyKey)
 		if err != nil || legacy != nil {
 			j.history.legacy = legacy != nil
@@ -229,9 +254,10 @@ func (j *join) missingHistory(ctx context.Context, parts []*partitionSeen) ([]ga
 					// A group without a commit reads what the state has
 					// applied: reset, or the state of another stream.
 					j.log.Warnf("cdc_join: topic %s partition %d: the consumer group has no committed offset and reads from offset %d, "+
-						"but the state in %s has applied it up to offset %d: the group was reset or recreated with the state kept "+
-						"(harmless for the same stream: changes already applied are replayed), or the state belongs to another "+
-						"cluster or run (then start with an empty state directory)", p.topic, p.partition, p.first, j.stateDir, next-1)
+						"but the state in %s has applied it up to offset %d: an earlier run applied these records and stopped before "+
+						"committing them, or the group was reset or recreated with the state kept (both harmless: changes already "+
+						"applied are replayed), or the state belongs to another stream on this cluster (then start with an empty "+
+						"state directory)", p.topic, p.partition, p.first, j.stateDir, next-1)
 				}
 				continue
 			}
@@ -285,9 +311,13 @@ func hasRows(tx statestore.Tx) (bool, error) {
 // require_history finds a partition missing, or the state cannot be read
 // (retried with backoff, like a failed write); when one is missing, only
 // when the pipeline stops, with an error.
-func (j *join) checkHistory(ctx context.Context, parts []*partitionSeen) error {
+func (j *join) checkHistory(ctx context.Context, parts []*partitionSeen, cluster string) error {
 	if !j.history.require {
 		return nil
+	}
+	if cluster != "" && j.history.cluster != "" && cluster != j.history.cluster {
+		return j.holdForHistory(ctx, fmt.Sprintf("it was built from the records of Kafka cluster %s, and the input reads cluster %s, "+
+			"where its offsets mean nothing (a new cluster: a restarted `odsflow dev`, a migration)", j.history.cluster, cluster))
 	}
 	backoff := 100 * time.Millisecond
 	for {
@@ -296,7 +326,13 @@ func (j *join) checkHistory(ctx context.Context, parts []*partitionSeen) error {
 			return nil
 		}
 		if err == nil {
-			return j.holdForHistory(ctx, missing)
+			names := make([]string, len(missing))
+			for i, g := range missing {
+				names[i] = g.String()
+			}
+			sort.Strings(names)
+			return j.holdForHistory(ctx, "it lacks history the consumer group has consumed: "+strings.Join(names, "; ")+
+				". It is a new, emptied, replaced or older copy of the state")
 		}
 		j.log.Errorf("%v; retrying in %v", err, backoff)
 		select {
@@ -313,22 +349,17 @@ func (j *join) checkHistory(ctx context.Context, parts []*partitionSeen) error {
 // pipeline stops; the gauge cdc_join_missing_history is 1 meanwhile.
 // Nothing the operator does to the running process can supply the
 // history, so it only logs, now and every minute.
-func (j *join) holdForHistory(ctx context.Context, missing []gap) error {
-	names := make([]string, len(missing))
-	for i, g := range missing {
-		names[i] = g.String()
-	}
-	sort.Strings(names)
+func (j *join) holdForHistory(ctx context.Context, why string) error {
 	dir := j.stateDir
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
-	reason := fmt.Sprintf("cdc_join: the state in %s lacks history the consumer group has consumed: %s. "+
-		"It is a new, emptied, replaced or older copy of the state, and joining against it would hold or drop rows without an error. "+
+	reason := fmt.Sprintf("cdc_join: the state in %s does not go with what the input reads: %s; "+
+		"joining against it would hold or drop rows without an error. "+
 		"Nothing is processed or committed. Put back the state directory that goes with this consumer group, or rebuild the state "+
 		"by reading the topics from the start: a new consumer group with an empty state directory (config/ods.yaml: ODS_CONSUMER_GROUP, "+
 		"ODS_STATE_DIR), or this group reset to the earliest offsets. To go on without the history, set cdc_join's require_history: false",
-		dir, strings.Join(names, "; "))
+		dir, why)
 	j.log.Error(reason)
 	j.historyHeld.Set(1)
 	defer j.historyHeld.Set(0)

@@ -275,7 +275,11 @@ func TestPartitionsOf(t *testing.T) {
 		service.NewMessage(nil), // no Kafka metadata
 		fromKafka(service.NewMessage(nil), "a", 0, 7, -1),
 	}
-	got := partitionsOf(batch)
+	batch[2].MetaSetMut("kafka_cluster_id", "k1")
+	got, cluster := partitionsOf(batch)
+	if cluster != "k1" {
+		t.Errorf("partitionsOf: cluster %q, want k1", cluster)
+	}
 	var lines []string
 	for _, p := range got {
 		lines = append(lines, fmt.Sprintf("%s/%d next %d resume %d", p.topic, p.partition, p.next, p.resume))
@@ -283,5 +287,47 @@ func TestPartitionsOf(t *testing.T) {
 	want := "a/0 next 8 resume 5; b/1 next 10 resume -1"
 	if s := strings.Join(lines, "; "); s != want {
 		t.Errorf("partitionsOf: %s, want %s", s, want)
+	}
+}
+
+// A state records the Kafka cluster its records came from; the same state
+// on another cluster (a restarted `odsflow dev`: a new cluster, and a new
+// group that reads from offset 0) is held, whatever the offsets say.
+func TestRequireHistoryHoldsAStateOfAnotherCluster(t *testing.T) {
+	dir := t.TempDir()
+	on := func(cluster string, m *service.Message) *service.Message {
+		m.MetaSetMut("kafka_cluster_id", cluster)
+		return m
+	}
+	j := newHistoryJoin(t, dir, true)
+	if n, err := processWithin(j, 5*time.Second,
+		on("first", fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1)),
+		fromKafka(acct("c", 2, 1, 1001, 7, "5.00"), "accounts", 2, 0, -1)); err != nil || n != 1 {
+		t.Fatalf("the first cluster: %d rows, %v", n, err)
+	}
+	_ = j.Close(context.Background())
+
+	again := newHistoryJoin(t, dir, true)
+	t.Cleanup(func() { _ = again.Close(context.Background()) })
+	n, err := processWithin(again, 300*time.Millisecond, on("second", fromKafka(cust("c", 3, 8, "Bo"), "customers", 0, 0, -1)))
+	if err == nil || n != 0 || !strings.Contains(err.Error(), "missing history") {
+		t.Fatalf("the state on another cluster: %d messages passed on, %v; want the batch held", n, err)
+	}
+	if n, err := processWithin(again, 5*time.Second, on("first", fromKafka(cust("u", 4, 7, "Anna"), "customers", 0, 1, -1))); err != nil || n != 1 {
+		t.Fatalf("the same cluster again: %d rows, %v", n, err)
+	}
+
+	// A state that recorded no cluster (an earlier odsflow, another input)
+	// takes the first it is told of.
+	unknown := newHistoryJoin(t, t.TempDir(), true)
+	t.Cleanup(func() { _ = unknown.Close(context.Background()) })
+	if n, err := processWithin(unknown, 5*time.Second, fromKafka(cust("c", 1, 7, "Ann"), "customers", 0, 0, -1)); err != nil || n != 0 {
+		t.Fatalf("no cluster: %d rows, %v", n, err)
+	}
+	if _, err := processWithin(unknown, 5*time.Second, on("third", fromKafka(cust("u", 2, 7, "Anne"), "customers", 0, 1, -1))); err != nil {
+		t.Fatalf("a first cluster for a state that had none: %v", err)
+	}
+	if _, err := processWithin(unknown, 300*time.Millisecond, on("fourth", fromKafka(cust("u", 3, 7, "Anya"), "customers", 0, 2, -1))); err == nil {
+		t.Fatal("a second cluster for that state: passed, want held")
 	}
 }

@@ -45,8 +45,9 @@ after a crash (which emits again the children it released) can bring it back. St
 are written in one synced transaction (one sequential write and one fsync) before the batch is passed on, so they
 are on disk before any offset of the batch can be committed. The directory is locked: a second process using it
 fails at once. A state written by an earlier odsflow (one bbolt file) is migrated at open. The state also records the
-Kafka partitions it has applied messages of, so that a state that lacks what the consumer group has consumed (a new
-or replaced `+"`state_dir`"+`) is refused instead of joined against: see `+"`require_history`"+`.
+Kafka partitions it has applied messages of, and the cluster they came from, so that a state that lacks what the
+consumer group has consumed (a new or replaced `+"`state_dir`"+`), or one of another cluster, is refused instead of joined
+against: see `+"`require_history`"+`.
 
 Batches are applied to the state one at a time, while the Bloblang work of a batch (checks, keys, mappings) and the reading and
 encoding of its rows run on every core. Checks of the form `+"`@meta == \"literal\"`"+`, keys of the form `+"`this.field`"+`, and
@@ -86,7 +87,9 @@ emitted as an errored copy of the parent's message, naming the child, and the re
 					"has applied nothing, or a partition the group resumes more than 100 records past what the state applied, means a new, "+
 					"emptied, replaced or stale (restored from a backup) `state_dir` on a group that has progressed: joined against it, rows "+
 					"would be held or missed without an error. The batch is then held (nothing applied, passed on or committed), an error "+
-					"logged every minute and the gauge `cdc_join_missing_history` set to 1, until the pipeline stops. Put back the state that goes with the group, or rebuild the state with a "+
+					"logged every minute and the gauge `cdc_join_missing_history` set to 1, until the pipeline stops. The same holds a state "+
+					"built from another Kafka cluster (its id, `kafka_cluster_id`, recorded with the first batch that carries it), whatever "+
+					"the offsets: a state kept across a restarted `odsflow dev` or a migration. Put back the state that goes with the group, or rebuild the state with a "+
 					"new consumer group, or this one reset to the earliest offsets (either reads the topics from the start); `false` goes on "+
 					"without the history. The 100 records allow for the records of a partition's last batches that never reach the join "+
 					"(tombstones dropped by `debezium_unwrap`, transaction markers); a pipeline that drops more before the join (a filter) "+

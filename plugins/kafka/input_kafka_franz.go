@@ -194,7 +194,9 @@ Every message carries `+"`kafka_key`, `kafka_topic`, `kafka_partition`, `kafka_o
 With a `+"`consumer_group`"+`, the first message of each batch (the first that is not a tombstone) of a partition whose
 offset the group had committed, above the partition's log start, when this member was assigned it also carries
 `+"`kafka_resume_offset`"+`: that committed offset (an integer), or -1 when the committed offsets could not be read. `+"`cdc_join`"+` reads it
-to tell a state that lacks the history the group has consumed (see its `+"`require_history`"+`).
+to tell a state that lacks the history the group has consumed (see its `+"`require_history`"+`). That message of every batch
+also carries `+"`kafka_cluster_id`"+`, the id the cluster gives itself (when it gives one): a state built from another
+cluster's records is held the same way.
 `).
 		Fields(fields...).
 		LintRule(inputLintRule).
@@ -329,6 +331,8 @@ type franzConn struct {
 	gen uint64
 	// stopping: stopConn is waiting for the goroutines (under partsMu).
 	stopping bool
+	// clusterID: the cluster's id, asked at Connect ("" unknown).
+	clusterID string
 	// dropping counts revoke and lost callbacks under way (under partsMu):
 	// from closing the gate to dropping their partitions (a revoke commits
 	// first, a network round trip), a holdings count would still find the
@@ -769,6 +773,9 @@ func (in *franzInput) Connect(ctx context.Context) error {
 	if err == nil {
 		err = in.checkTopics(ctx, probe)
 	}
+	if err == nil {
+		c.clusterID = in.clusterID(ctx, probe)
+	}
 	probe.Close()
 	if err != nil {
 		c.cancel()
@@ -785,6 +792,19 @@ func (in *franzInput) Connect(ctx context.Context) error {
 	go func() { defer c.wg.Done(); in.commitLoop(c) }()
 	in.conn = c
 	return nil
+}
+
+// clusterID asks the cluster its id (kafka_cluster_id); "" when it does
+// not say, or cannot be asked.
+func (in *franzInput) clusterID(ctx context.Context, cl *kgo.Client) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	meta, err := kadm.NewClient(cl).BrokerMetadata(ctx)
+	if err != nil {
+		in.log.Warnf("kafka_franz: reading the cluster's id failed (kafka_cluster_id is not set): %v", err)
+		return ""
+	}
+	return meta.Cluster
 }
 
 // checkTopics fails the connection while a named topic is missing, unless
@@ -1018,6 +1038,7 @@ func (in *franzInput) startPartitionLocked(c *franzConn, cl *kgo.Client, tp topi
 	p := newPartitionState(in, tp)
 	p.resumeAt = resumeAt
 	p.client = cl
+	p.cluster = c.clusterID
 	if c.stopping {
 		// Close waits for the workers: none may start now (an assignment
 		// the closing client still reports). Closed with the others.

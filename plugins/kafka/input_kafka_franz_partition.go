@@ -44,6 +44,7 @@ type partitionState struct {
 	replays      []*inflightBatch // nacked, to deliver again before anything newer
 	firstSeen    int64            // offset of the first record received, -1 before
 	resumeAt     int64            // the group's committed offset at assignment, -1 none, resumeUnknown; set before run
+	cluster      string           // the Kafka cluster's id ("" unknown): kafka_cluster_id; set before run
 	ackedNext    int64            // every offset below it is acked; -1 before the first ack
 	ackedEpoch   int32            // leader epoch of the last acked record
 	committed    int64            // last committed ackedNext; -1 none
@@ -243,6 +244,9 @@ func (p *partitionState) run(ctx context.Context, batcher *service.Batcher) {
 			}
 		} else {
 			msgs = b.msgs.Copy()
+		}
+		if p.cluster != "" {
+			firstRecord(msgs).MetaSetMut("kafka_cluster_id", p.cluster)
 		}
 		switch {
 		case p.resumeAt >= 0:
@@ -456,15 +460,18 @@ func replayBackoff(attempts int) time.Duration {
 // could not be read at assignment.
 const resumeUnknown = -2
 
-// markResumed sets kafka_resume_offset on the first message of msgs that
-// is not a tombstone (debezium_unwrap drops those), or on the first.
+// markResumed sets kafka_resume_offset on msgs' firstRecord.
 func markResumed(msgs service.MessageBatch, at int64) {
-	mark := msgs[0]
+	firstRecord(msgs).MetaSetMut("kafka_resume_offset", int(at))
+}
+
+// firstRecord is the message of a batch that carries its marks: the first
+// that is not a tombstone (debezium_unwrap drops those), or the first.
+func firstRecord(msgs service.MessageBatch) *service.Message {
 	for _, m := range msgs {
 		if b, err := m.AsBytes(); err == nil && len(b) > 0 {
-			mark = m
-			break
+			return m
 		}
 	}
-	mark.MetaSetMut("kafka_resume_offset", int(at))
+	return msgs[0]
 }

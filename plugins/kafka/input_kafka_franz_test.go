@@ -1254,6 +1254,32 @@ func TestInputTimeoutNackIsReplayed(t *testing.T) {
 	}
 }
 
+// The first message of each batch carries the cluster's id (the dev
+// stack gives each cluster its own), for cdc_join to tell a state of
+// another cluster.
+func TestInputMarksTheClusterID(t *testing.T) {
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, "cluster-id", 1)
+	inProduce(t, s.Brokers, "cluster-id", 1, 6)
+	in := newTestInput(t, groupConfig(s.Brokers, "cluster-id", "g", "batching: { count: 3 }"))
+	connect(t, in)
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		batch, ack, err := in.ReadBatch(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range batch {
+			id, ok := m.MetaGetMut("kafka_cluster_id")
+			if s, _ := id.(string); ok != (i == 0) || (ok && !strings.HasPrefix(s, "odsflow-dev-")) {
+				t.Errorf("message %d: kafka_cluster_id %v (%v), want the dev cluster's id on the first message only", i, id, ok)
+			}
+		}
+		_ = ack(context.Background(), nil)
+	}
+}
+
 func TestMarkResumedSkipsTombstones(t *testing.T) {
 	batch := service.MessageBatch{service.NewMessage(nil), service.NewMessage([]byte("row")), service.NewMessage([]byte("row"))}
 	markResumed(batch, 7)
