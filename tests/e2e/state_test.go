@@ -40,12 +40,7 @@ func TestNewStateOnAProgressedGroupIsHeld(t *testing.T) {
 // one on a new state.
 func TestStaleStateIsHeld(t *testing.T) {
 	e, want := exactAndStopped(t, "st.transactions_schema", 31)
-	stateDir := ""
-	for _, v := range e.vars {
-		if d, ok := strings.CutPrefix(v, "ODS_STATE_DIR="); ok {
-			stateDir = d
-		}
-	}
+	stateDir := e.stateDir()
 	backup := filepath.Join(t.TempDir(), "backup")
 	if err := os.CopyFS(backup, os.DirFS(stateDir)); err != nil {
 		t.Fatal(err)
@@ -82,12 +77,7 @@ func TestStaleStateIsHeld(t *testing.T) {
 // directory, the pipeline is exact.
 func TestStateOfAnotherClusterIsHeld(t *testing.T) {
 	e, _ := exactAndStopped(t, "oc.transactions_schema", 33)
-	kept := ""
-	for _, v := range e.vars {
-		if d, ok := strings.CutPrefix(v, "ODS_STATE_DIR="); ok {
-			kept = d
-		}
-	}
+	kept := e.stateDir()
 	f := newEnv(t, simulate.Config{TopicPrefix: e.cfg.TopicPrefix, Money: simulate.MoneyInt, Customers: 30, Events: 800, Seed: 34})
 	want := f.produce(t)
 	own := f.vars
@@ -98,6 +88,17 @@ func TestStateOfAnotherClusterIsHeld(t *testing.T) {
 	p := f.start(t)
 	f.waitExact(t, p, want, time.Minute)
 	p.stop(t)
+}
+
+// stateDir is the pipeline's ODS_STATE_DIR (the last one set).
+func (e *env) stateDir() string {
+	dir := ""
+	for _, v := range e.vars {
+		if d, ok := strings.CutPrefix(v, "ODS_STATE_DIR="); ok {
+			dir = d
+		}
+	}
+	return dir
 }
 
 // exactAndStopped runs simulate traffic (800 events, int money) through
