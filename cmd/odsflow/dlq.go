@@ -105,7 +105,12 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("reading the end of %s: %w", o.from, err)
 	}
-	if err := ends.Error(); err != nil {
+	if err := ends.Error(); errors.Is(err, kerr.UnknownTopicOrPartition) {
+		// No dead letter was ever written (the topic is created by the
+		// first): nothing to replay, and nothing wrong.
+		fmt.Fprintf(out, "odsflow dlq replay: nothing to replay in %s (it does not exist: no dead letter was written yet)\n", o.from)
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("reading the end of %s: %w", o.from, err)
 	}
 	// Records retention removed are gone: a replay starts at the first

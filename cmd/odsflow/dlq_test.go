@@ -154,3 +154,26 @@ func TestDLQReplayWithSASL(t *testing.T) {
 		t.Errorf("replay with SASL: %v\n%s", err, out.String())
 	}
 }
+
+// Before any dead letter is written, the dead-letter topic does not exist
+// (the first one creates it): a replay, or a dry run, finds nothing to do
+// and says so, without an error.
+func TestDLQReplayOfATopicNotCreatedYet(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dry := range []bool{true, false} {
+		var out bytes.Buffer
+		if err := replayDLQ(ctx, dlqOptions{from: "odsflow.dlq", conn: conn, group: "replay", dryRun: dry}, &out); err != nil || !strings.Contains(out.String(), "nothing to replay in odsflow.dlq") {
+			t.Errorf("dry run %v: %v, %q", dry, err, out.String())
+		}
+	}
+}

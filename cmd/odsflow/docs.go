@@ -56,18 +56,21 @@ type componentDoc struct {
 }
 
 type fieldDoc struct {
-	Name        string     `json:"name"`
-	Type        string     `json:"type"`
-	Kind        string     `json:"kind"`
-	Description string     `json:"description"`
-	Advanced    bool       `json:"is_advanced"`
-	Deprecated  bool       `json:"is_deprecated"`
-	Optional    bool       `json:"is_optional"`
-	Secret      bool       `json:"is_secret"`
-	Default     any        `json:"default"`
-	Examples    []any      `json:"examples"`
-	Options     []string   `json:"options"`
-	Children    []fieldDoc `json:"children"`
+	Name        string   `json:"name"`
+	Type        string   `json:"type"`
+	Kind        string   `json:"kind"`
+	Description string   `json:"description"`
+	Advanced    bool     `json:"is_advanced"`
+	Deprecated  bool     `json:"is_deprecated"`
+	Optional    bool     `json:"is_optional"`
+	Secret      bool     `json:"is_secret"`
+	Default     any      `json:"default"`
+	Examples    []any    `json:"examples"`
+	Options     []string `json:"options"`
+	// AnnotatedOptions: the options of an annotated enum, each with what
+	// it means (Benthos keeps them apart from options).
+	AnnotatedOptions [][2]string `json:"annotated_options"`
+	Children         []fieldDoc  `json:"children"`
 }
 
 // printDocs writes the docs of the components called name (of kind, when
@@ -167,6 +170,12 @@ func printField(w io.Writer, parent string, f fieldDoc) {
 	if len(f.Options) > 0 {
 		fmt.Fprintf(w, "\nOptions: `%s`\n", strings.Join(f.Options, "`, `"))
 	}
+	if len(f.AnnotatedOptions) > 0 {
+		fmt.Fprintf(w, "\nOptions:\n")
+		for _, o := range f.AnnotatedOptions {
+			fmt.Fprintf(w, "- `%s`: %s\n", o[0], readable(o[1]))
+		}
+	}
 	for _, e := range f.Examples {
 		fmt.Fprintf(w, "\nExample: `%s`\n", compactJSON(e))
 	}
@@ -182,11 +191,20 @@ func printField(w io.Writer, parent string, f fieldDoc) {
 // asciidocLink matches Benthos' Asciidoc cross-references and links in
 // descriptions, xref:target[text] and link:url[text]: in a terminal, the
 // text is what reads.
-var asciidocLink = regexp.MustCompile(`(?:xref|link):[^\s\[]+\[([^\]]*)\]`)
+var asciidocLink = regexp.MustCompile(`(?:xref|link):([^\s\[]+)\[([^\]]*)\]`)
 
 // readable is a description as it reads in a terminal.
 func readable(s string) string {
-	return asciidocLink.ReplaceAllString(strings.TrimSpace(s), "$1")
+	return asciidocLink.ReplaceAllStringFunc(strings.TrimSpace(s), func(link string) string {
+		m := asciidocLink.FindStringSubmatch(link)
+		if m[2] != "" {
+			return m[2]
+		}
+		// No text: the page it names, as a path of Redpanda Connect's
+		// docs (xref:guides:bloblang/about.adoc[] → guides/bloblang/about).
+		target := strings.TrimSuffix(m[1], ".adoc")
+		return strings.ReplaceAll(target, ":", "/")
+	})
 }
 
 func compactJSON(v any) string {

@@ -42,6 +42,14 @@ func TestDocsPrintsEveryFieldOfAComponent(t *testing.T) {
 	if err := printDocs(&out, service.GlobalEnvironment(), "output", "kafka_franz"); err != nil || strings.Contains(out.String(), "(input, ") {
 		t.Errorf("--kind output: %v\n%.300s", err, out.String())
 	}
+	// An annotated enum's options, each with its meaning.
+	out.Reset()
+	if err := printDocs(&out, service.GlobalEnvironment(), "", "debezium_unwrap"); err != nil || !strings.Contains(out.String(), "\n- `mark`: ") {
+		t.Errorf("docs of debezium_unwrap: the tombstones options (mark) are not listed: %v\n%.3000s", err, out.String())
+	}
+	if got := readable("see xref:guides:bloblang/about.adoc[] or link:https://x.io[the site]."); got != "see guides/bloblang/about or the site." {
+		t.Errorf("readable: %q", got)
+	}
 	if err := printDocs(&out, service.GlobalEnvironment(), "", "no_such_thing"); err == nil || !strings.Contains(err.Error(), `"no_such_thing"`) {
 		t.Errorf("an unknown component: %v", err)
 	}
