@@ -110,7 +110,7 @@ type decodeProcessor struct {
 }
 
 func newDecodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*decodeProcessor, error) {
-	client, err := newRegistryClient(conf)
+	client, err := newRegistryClient(conf, mgr, "schema_registry_decode")
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -27,6 +28,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/hamba/avro/v2"
 	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/odsflow/odsflow/internal/syncbuf"
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/odsflow/odsflow/internal/debeziumtest"
@@ -932,5 +935,34 @@ func TestDecodeWithOAuth(t *testing.T) {
 	}
 	if _, err := newDecodeProcessor(conf, service.MockResources()); err == nil || !strings.Contains(err.Error(), "basic_auth and oauth are enabled together") {
 		t.Errorf("basic_auth and oauth: %v", err)
+	}
+}
+
+// A registry that cannot be reached is retried for retry_max_elapsed, and
+// the operator hears of it at once, naming the URL, not only when the
+// messages fail; the warnings of one outage are spaced out.
+func TestRegistryOutageIsLoggedWhileRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	_ = ln.Close() // nothing listens there now: connections are refused
+	logs := &syncbuf.Buffer{}
+	conf, err := decodeSpec().ParseYAML("url: "+url+"\nretry_max_elapsed: 1500ms", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := newDecodeProcessor(conf, service.MockResources(service.MockResourcesOptUseLogger(
+		service.NewLoggerFromSlog(slog.New(slog.NewTextHandler(logs, nil))))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decode(t, p, []byte{0, 0, 0, 0, 7, 2}); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("decode with the registry down: %v, want it unreachable", err)
+	}
+	warnings := strings.Count(logs.String(), "the schema registry fails, retrying")
+	if warnings != 1 || !strings.Contains(logs.String(), ln.Addr().String()) {
+		t.Errorf("%d warnings while retrying for 1.5 s, want 1 naming %s; logs:\n%s", warnings, url, logs.String())
 	}
 }

@@ -77,7 +77,7 @@ type encodeProcessor struct {
 }
 
 func newEncodeProcessor(conf *service.ParsedConfig, mgr *service.Resources) (*encodeProcessor, error) {
-	client, err := newRegistryClient(conf)
+	client, err := newRegistryClient(conf, mgr, "schema_registry_encode")
 	if err != nil {
 		return nil, err
 	}

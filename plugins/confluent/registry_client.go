@@ -66,7 +66,18 @@ type registryClient struct {
 	// isRegistry: url has answered GET /subjects with a JSON list, so a
 	// bare 404 from it is a missing schema, not a wrong url.
 	isRegistry atomic.Bool
+
+	log       *service.Logger
+	component string
+	retries   *service.MetricCounter // schema_registry_retries: failed fetches retried
+	// lastWarn (unix nanoseconds): when a retried failure was last logged.
+	// An outage holds the pipeline for up to retryMax: the operator hears
+	// of it at once, then every warnEvery, not at each of its retries.
+	lastWarn atomic.Int64
 }
+
+// warnEvery spaces out the warnings of a registry failure being retried.
+const warnEvery = 30 * time.Second
 
 // batchMemo remembers, for one batch, the keys (schema ids, subjects)
 // whose schema could not be fetched, a registry's "not found" aside: the
@@ -109,12 +120,13 @@ func eachMessage(ctx context.Context, component string, batch service.MessageBat
 // errNotFound is a registry 404: retrying will not help.
 var errNotFound = errors.New("not found in the schema registry")
 
-func newRegistryClient(conf *service.ParsedConfig) (*registryClient, error) {
+func newRegistryClient(conf *service.ParsedConfig, mgr *service.Resources, component string) (*registryClient, error) {
 	u, err := conf.FieldURL(fieldURL)
 	if err != nil {
 		return nil, err
 	}
-	c := &registryClient{base: u}
+	c := &registryClient{base: u, log: mgr.Logger(), component: component,
+		retries: mgr.Metrics().NewCounter("schema_registry_retries")}
 	if c.retryMax, err = conf.FieldDuration(fieldRetryMax); err != nil {
 		return nil, err
 	}
@@ -207,6 +219,12 @@ func (c *registryClient) get(ctx context.Context, path string, out any) error {
 		var perm *permanentError
 		if errors.As(err, &perm) || time.Now().Add(backoff).After(deadline) {
 			return err
+		}
+		c.retries.Incr(1)
+		if now := time.Now(); now.UnixNano()-c.lastWarn.Load() >= int64(warnEvery) {
+			c.lastWarn.Store(now.UnixNano())
+			c.log.Warnf("%s: the schema registry fails, retrying for up to %v more (the pipeline waits; then the messages "+
+				"that need the schema are errored): %v", c.component, time.Until(deadline).Round(time.Second), err)
 		}
 		t := time.NewTimer(backoff)
 		select {
