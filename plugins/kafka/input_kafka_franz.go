@@ -1319,7 +1319,7 @@ func (in *franzInput) watchLag(c *franzConn) {
 		p.mu.Lock()
 		if lag > 0 && !p.stalled && time.Since(p.lastProgress) > in.stallTimeout {
 			p.stalled = true
-			in.log.Warnf("kafka_franz: %s is stalled: lag %d and no progress for %v (is the output down or slow?)", p.tp, lag, time.Since(p.lastProgress).Round(time.Second))
+			in.log.Warnf("kafka_franz: %s is stalled: lag %d and no progress for %v (a processor or the output is waiting: the log says which, e.g. a registry or a database down)", p.tp, lag, time.Since(p.lastProgress).Round(time.Second))
 		}
 		p.mu.Unlock()
 	}
