@@ -250,6 +250,10 @@ pipeline:
         relations:
           - { name: r1, kind: latest_state, parent: custmers, child: accounts, parent_key: this.customer_id,
               mapping: 'root = this', key_mapping: 'root = this', child_version_column: v, parent_version_column: v }
+          - { name: r2, kind: lookup, parent: accounts, child: customers, parent_key: this.account_id,
+              mapping: "root.id = this.child.id\nroot.v = this.child_version", key_mapping: 'root.idd = this.child.id', child_version_column: vv }
+          - { name: r2, kind: lookup, parent: accounts, child: customers, parent_key: this.account_id,
+              mapping: "root.id = this.child.id", key_mapping: 'root.id = this.child.id' }
 output:
   drop: {}
 `)
@@ -258,7 +262,9 @@ output:
 			`"ods\"; DROP TABLE x" is not a table name`, `column "b-c" is not a plain name`, `key column "k" is not among its columns`,
 			`version column "v" is not among its columns`, `after_batch: column "x;y"`, `after_batch: table "ods.nope" is not one of tables`,
 		},
-		join: {`tables: "customers" is named twice`, `parent "custmers" is not one of tables`, `child_version_column and parent_version_column are both "v"`},
+		join: {`tables: "customers" is named twice`, `parent "custmers" is not one of tables`, `child_version_column and parent_version_column are both "v"`,
+			`relations: "r2" is named twice`, `relations: "r2": key_mapping sets "idd", which mapping does not set`,
+			`relations: "r2": child_version_column "vv" is not a column mapping sets`},
 	} {
 		out, errOut, code := odsflow(t, "lint", file)
 		if code == 0 {

@@ -159,18 +159,27 @@ pipeline:
 }
 
 // joinLintRule finds, at lint time, what newJoin refuses at start: tables
-// named twice, relations naming tables that are not there, a relation's
-// two version columns the same.
+// or relations named twice, relations naming tables that are not there, a
+// relation's two version columns the same, an empty state_dir, and, for
+// mappings made of `root.column = …` lines only (relation.checkColumns),
+// a key_mapping or version column naming a column the mapping does not set.
 const joinLintRule = `let tables = this.tables.or([]).map_each(t -> t.name.or(""))
+let relations = this.relations.or([]).map_each(r -> r.name.or(""))
 let errs = [
   $tables.filter(n -> $tables.filter(m -> m == n).length() > 1).unique().map_each(n -> "tables: %q is named twice".format(n)),
+  $relations.filter(n -> $relations.filter(m -> m == n).length() > 1).unique().map_each(n -> "relations: %q is named twice".format(n)),
+  if this.state_dir.or("x") == "" { "state_dir is empty" },
   this.relations.or([]).map_each(r -> [
     if !$tables.contains(r.parent.or("")) { "relations: %q: parent %q is not one of tables".format(r.name.or(""), r.parent.or("")) },
     if !$tables.contains(r.child.or("")) { "relations: %q: child %q is not one of tables".format(r.name.or(""), r.child.or("")) },
     if r.child_version_column.or("") != "" && r.child_version_column.or("") == r.parent_version_column.or("") {
       "relations: %q: child_version_column and parent_version_column are both %q".format(r.name.or(""), r.child_version_column)
     },
-  ]).flatten(),
+    [r.mapping.or(""), r.key_mapping.or("")].map_each(m -> m.split("\n").map_each(l -> l.trim()).filter(l -> l != "" && !l.has_prefix("#")).(lines -> if lines.length() > 0 && lines.all(l -> l.re_match("^root\\.[A-Za-z_][A-Za-z0-9_]*\\s*=")) { lines.map_each(l -> l.re_replace_all("^root\\.([A-Za-z_][A-Za-z0-9_]*)\\s*=.*$", "$1")) } else { null })).(cols -> if cols.index(0) != null { [
+      if cols.index(1) != null { cols.index(1).filter(k -> !cols.index(0).contains(k)).map_each(k -> "relations: %q: key_mapping sets %q, which mapping does not set".format(r.name.or(""), k)) } else { null },
+      ["child_version_column", "parent_version_column"].map_each(f -> r.get(f).or("").(c -> if c != "" && !cols.index(0).contains(c) { "relations: %q: %s %q is not a column mapping sets".format(r.name.or(""), f, c) } else { null })),
+    ].flatten() } else { null }),
+  ].flatten()).flatten(),
 ].flatten().filter(e -> e != null)
 root = if $errs.length() > 0 { $errs }`
 
@@ -200,6 +209,32 @@ type relation struct {
 	mapping, keyMapper *rowMapping
 	// The target columns of the versions that deletes carry ("": none).
 	childVersionColumn, parentVersionColumn string
+}
+
+// checkColumns refuses, where the mappings' shapes tell, a key_mapping or
+// a version column naming a column that mapping does not set (a typo): a
+// delete would carry a key the rows do not have, or no version to guard
+// it, and be refused downstream, or worse, applied unguarded.
+func (r *relation) checkColumns() error {
+	cols, known := r.mapping.columns()
+	if !known {
+		return nil
+	}
+	if keys, ok := r.keyMapper.columns(); ok {
+		for k := range keys {
+			if !cols[k] {
+				return fmt.Errorf("key_mapping sets %q, which mapping does not set", k)
+			}
+		}
+	}
+	for _, c := range []struct{ field, column string }{
+		{"child_version_column", r.childVersionColumn}, {"parent_version_column", r.parentVersionColumn},
+	} {
+		if c.column != "" && !cols[c.column] {
+			return fmt.Errorf("%s %q is not a column mapping sets", c.field, c.column)
+		}
+	}
+	return nil
 }
 
 type join struct {
@@ -273,12 +308,17 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	if err != nil {
 		return nil, err
 	}
+	relNames := map[string]bool{}
 	for i, rc := range rconfs {
 		r := &relation{}
 		var parent, child string
 		if r.name, err = rc.FieldString("name"); err != nil {
 			return nil, err
 		}
+		if relNames[r.name] {
+			return nil, fmt.Errorf("relations[%d]: duplicate name %q (rows are told apart by their relation's name, ods_table)", i, r.name)
+		}
+		relNames[r.name] = true
 		r.metaName = r.name
 		if r.kind, err = rc.FieldString("kind"); err != nil {
 			return nil, err
@@ -318,6 +358,9 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 		if r.childVersionColumn != "" && r.childVersionColumn == r.parentVersionColumn {
 			return nil, fmt.Errorf("relations[%d] (%s): child_version_column and parent_version_column are both %q", i, r.name, r.childVersionColumn)
 		}
+		if err := r.checkColumns(); err != nil {
+			return nil, fmt.Errorf("relations[%d] (%s): %w", i, r.name, err)
+		}
 		r.parent.stored = true
 		if r.kind == "latest_state" {
 			r.child.stored = true
@@ -327,6 +370,9 @@ func newJoin(conf *service.ParsedConfig, mgr *service.Resources) (*join, error) 
 	dir, err := conf.FieldString("state_dir")
 	if err != nil {
 		return nil, err
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("state_dir is empty (a directory, or %q for a state in memory)", memoryStateDir)
 	}
 	j.stateDir = dir
 	if j.history.require, err = conf.FieldBool("require_history"); err != nil {

@@ -331,3 +331,50 @@ func TestErroredMessagesPassThrough(t *testing.T) {
 	got := run(t, j, failed, acct("c", 2, 1, 1001, 7, "5.00"))
 	expect(t, "the errored customer passes, unapplied: the account is held", got, "ERROR: decode failed")
 }
+
+// Config mistakes that would send rows to the dead letters, or apply
+// deletes unguarded, are refused at start (so lint finds them): a relation
+// name twice, a key_mapping or a version column naming a column its
+// mapping does not set, an empty state_dir.
+func TestConfigMistakesAreRefused(t *testing.T) {
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"duplicate relation", "name: t_transaction", "name: customer_account", `duplicate name "customer_account"`},
+		{"key_mapping typo", "key_mapping: 'root.transaction_id = this.child.id'", "key_mapping: 'root.transaction_idd = this.child.id'", `key_mapping sets "transaction_idd", which mapping does not set`},
+		{"version column typo", "child_version_column: source_version", "child_version_column: source_versio", `child_version_column "source_versio" is not a column mapping sets`},
+		{"parent version typo", "parent_version_column: customer_version", "parent_version_column: customer_versionn", `parent_version_column "customer_versionn"`},
+		{"empty state_dir", "", "", "state_dir is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := fmt.Sprintf(odsConfig, t.TempDir())
+			if tc.from == "" {
+				yaml = fmt.Sprintf(odsConfig, "")
+			} else if !strings.Contains(yaml, tc.from) {
+				t.Fatalf("the config has no %q", tc.from)
+			} else {
+				yaml = strings.Replace(yaml, tc.from, tc.to, 1)
+			}
+			conf, err := joinSpec().ParseYAML(yaml, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, err := newJoin(conf, service.MockResources())
+			if err == nil {
+				_ = j.Close(context.Background())
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("newJoin: %v, want an error saying %s", err, tc.want)
+			}
+		})
+	}
+	// A mapping Bloblang runs whole tells no columns: nothing is refused.
+	yaml := strings.Replace(fmt.Sprintf(odsConfig, t.TempDir()), "key_mapping: 'root.transaction_id = this.child.id'", "key_mapping: 'root = {\"transaction_id\": this.child.id}'", 1)
+	conf, err := joinSpec().ParseYAML(yaml, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := newJoin(conf, service.MockResources())
+	if err != nil {
+		t.Fatalf("a key_mapping of another shape: %v", err)
+	}
+	_ = j.Close(context.Background())
+}

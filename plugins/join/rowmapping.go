@@ -146,6 +146,19 @@ func newRowMapping(src string, full *bloblang.Executor) *rowMapping {
 	return m
 }
 
+// columns is the set of columns the mapping sets, and false when its
+// shape does not tell (a mapping Bloblang runs whole).
+func (m *rowMapping) columns() (map[string]bool, bool) {
+	if m.steps == nil {
+		return nil, false
+	}
+	cols := make(map[string]bool, len(m.steps))
+	for _, s := range m.steps {
+		cols[s.column] = true
+	}
+	return cols, true
+}
+
 // notAName: words a lambda's parameter spells but Bloblang does not bind
 // (`_ != null` reads this._; null, true and false are literals).
 var notAName = map[string]bool{"_": true, "null": true, "true": true, "false": true, "this": true, "root": true}
