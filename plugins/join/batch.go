@@ -252,6 +252,7 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 			backoff = 5 * time.Second
 		}
 	}
+	outs = oneDeadLetterPerSource(outs)
 	if len(outs) == 0 {
 		return nil, nil
 	}
@@ -279,6 +280,34 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 		}
 	})
 	return []service.MessageBatch{out}, nil
+}
+
+// oneDeadLetterPerSource keeps, of the rows re-emitted for one source
+// message whose mappings failed (a parent's change, for each child), the
+// first, its error counting the others: each becomes a copy of the source
+// record on the dead-letter path, and one copy is what a replay needs (it
+// emits every row again).
+func oneDeadLetterPerSource(outs []output) []output {
+	var first, more map[int]int // source → its first failed row (in kept); how many more
+	kept := outs[:0]
+	for _, o := range outs {
+		if o.err != nil && o.derived {
+			if first == nil {
+				first, more = map[int]int{}, map[int]int{}
+			}
+			if _, seen := first[o.src]; seen {
+				more[o.src]++
+				continue
+			}
+			first[o.src] = len(kept)
+		}
+		kept = append(kept, o)
+	}
+	for src, n := range more {
+		f := &kept[first[src]]
+		f.err = fmt.Errorf("%w (and %d more of its rows)", f.err, n)
+	}
+	return kept
 }
 
 // mapRows runs the mappings of the joined rows in outs (phase 3), and

@@ -378,3 +378,15 @@ func TestConfigMistakesAreRefused(t *testing.T) {
 	}
 	_ = j.Close(context.Background())
 }
+
+// A parent's change whose rows cannot be mapped, for each of its three
+// children: one dead letter of the source record (its error counting the
+// other rows), not one per row; a replay emits them all again.
+func TestOneDeadLetterPerSourceOfFailedRows(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 2, 1, 1001, 7, "1.00"), acct("c", 3, 2, 1002, 7, "2.00"), acct("c", 4, 3, 1003, 7, "3.00"))
+	got := run(t, j, ev("T_Customers", "u", 5, `{"id":7,"first_name":"NoLast"}`))
+	if len(got) != 1 || !strings.HasPrefix(got[0], "ERROR: ") || !strings.Contains(got[0], "(and 2 more of its rows)") {
+		t.Fatalf("a parent's change failing for its 3 children: %q, want one errored message counting 2 more rows", got)
+	}
+}
