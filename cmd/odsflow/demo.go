@@ -21,6 +21,7 @@ import (
 	"github.com/odsflow/odsflow/internal/devstack"
 	"github.com/odsflow/odsflow/internal/odsread"
 	"github.com/odsflow/odsflow/internal/simulate"
+	"github.com/odsflow/odsflow/internal/syncbuf"
 )
 
 func demoCommand() *cli.Command {
@@ -41,6 +42,9 @@ the repository root (it reads config/ods.yaml and config/sql/ods.sql).`,
 		Action: func(c *cli.Context) error {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// Output piped into a reader that quits (| head) must not kill
+			// the demo before it stops the stack and removes its files.
+			signal.Ignore(syscall.SIGPIPE)
 			err := runDemo(ctx, demoOptions{customers: c.Int("customers"), events: c.Int("events"), config: c.String("config"), timeout: c.Duration("timeout")}, os.Stdout)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "odsflow demo: %v\n", err)
@@ -104,7 +108,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 	cmd.Env = append(os.Environ(),
 		"KAFKA_BROKERS="+stack.Brokers, "SCHEMA_REGISTRY_URL="+stack.RegistryURL, "ODS_DSN="+stack.PostgresDSN,
 		"ODS_STATE_DIR="+filepath.Join(state, "state"), "ODS_DLQ_TOPIC="+dlqTopic, "ODS_CONSUMER_GROUP=odsflow-demo")
-	logs := &strings.Builder{}
+	logs := &syncbuf.Buffer{} // written by the child's output copiers, read here
 	cmd.Stdout, cmd.Stderr = logs, logs
 	say("running %s …", o.config)
 	started := time.Now()
@@ -124,6 +128,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 	}()
 
 	var got simulate.ODSState
+	var doneSince time.Time // when the group had consumed everything, and dead letters were written
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		got, err = odsread.Read(rctx, stack.PostgresDSN)
@@ -131,8 +136,21 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 		if err == nil && odsread.Equal(got, want) {
 			break
 		}
+		// Every event consumed, some dead-lettered, and still not the
+		// expected ODS: a broken pipeline, no need to wait for the timeout.
+		if consumedWithDeadLetters(ctx, stack.Brokers, "odsflow-demo", dlqTopic) {
+			if doneSince.IsZero() {
+				doneSince = time.Now()
+			} else if time.Since(doneSince) > 5*time.Second {
+				reason, _ := firstDeadLetter(ctx, stack.Brokers, dlqTopic)
+				return fmt.Errorf("the pipeline consumed every event, but the ODS is not what the traffic must produce; "+
+					"dead letters were written, the first because: %s\n%s\npipeline logs:\n%s", reason, firstLines(odsread.Diff(got, want), 20), tail(logs.String(), 4000))
+			}
+		} else {
+			doneSince = time.Time{}
+		}
 		if time.Since(started) > o.timeout {
-			return fmt.Errorf("not caught up after %v: %s\npipeline logs:\n%s", o.timeout, odsread.Diff(got, want), logs)
+			return fmt.Errorf("not caught up after %v:\n%s\npipeline logs:\n%s", o.timeout, firstLines(odsread.Diff(got, want), 20), tail(logs.String(), 4000))
 		}
 		select {
 		case werr := <-exited:
@@ -151,6 +169,65 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 	fmt.Fprintf(out, "\n  events in             %d\n  customer_account      %d rows\n  t_transaction         %d rows\n  t_financial_insights  %d rows\n  dead letters          %d\n  caught up in          %v\n\n",
 		stats.Total(), len(got.CustomerAccount), len(got.TTransaction), len(got.TFinancialInsights), dead, caughtUp.Round(time.Millisecond))
 	return printDashboard(ctx, out, stack.PostgresDSN)
+}
+
+// consumedWithDeadLetters: group has committed every record of its topics,
+// and dlq holds dead letters.
+func consumedWithDeadLetters(ctx context.Context, brokers, group, dlq string) bool {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		return false
+	}
+	defer cl.Close()
+	lags, err := kadm.NewClient(cl).Lag(ctx, group)
+	if err != nil {
+		return false
+	}
+	l, ok := lags[group]
+	if !ok || l.Error() != nil || len(l.Lag) == 0 || l.Lag.Total() != 0 {
+		return false
+	}
+	n, err := countRecords(ctx, brokers, dlq)
+	return err == nil && n > 0
+}
+
+// firstDeadLetter is the error header of the first record of topic.
+func firstDeadLetter(ctx context.Context, brokers, topic string) (string, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		for _, r := range cl.PollRecords(ctx, 1).Records() {
+			for _, h := range r.Headers {
+				if h.Key == "error" {
+					return string(h.Value), nil
+				}
+			}
+			return "(no error header)", nil
+		}
+	}
+	return "", ctx.Err()
+}
+
+// firstLines is s cut to its first n lines, saying how many more there were.
+func firstLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) <= n {
+		return s
+	}
+	return strings.Join(lines[:n], "\n") + fmt.Sprintf("\n… and %d more lines", len(lines)-n)
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
 }
 
 // countRecords is the number of records in topic (0 when it does not exist).

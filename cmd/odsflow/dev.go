@@ -45,6 +45,7 @@ SIGTERM stops everything it started and removes its temporary directories.`,
 		},
 		Action: func(c *cli.Context) error {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			signal.Ignore(syscall.SIGPIPE) // | head must not leave the stack's files behind
 			defer stop()
 			cfg := devstack.Config{
 				KafkaAddr:    c.String("kafka"),

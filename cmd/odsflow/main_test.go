@@ -217,6 +217,34 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// A demo of a broken pipeline (the customers' records match no table of
+// the join: dead letters) stops once every event is consumed, saying why,
+// not at its timeout; and it leaves no temporary directory behind.
+func TestDemoOfABrokenPipelineSaysWhy(t *testing.T) {
+	ods, err := os.ReadFile(filepath.Join("..", "..", "config", "ods.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.Replace(string(ods), `'@cdc_table == "T_Customers"'`, `'@cdc_table == "T_Customerz"'`, 1)
+	if broken == string(ods) {
+		t.Fatal("config/ods.yaml has no T_Customers check to break")
+	}
+	conf := writeFile(t, t.TempDir(), "broken.yaml", broken)
+	cmd := exec.Command(os.Args[0], "demo", "--customers", "30", "--events", "300", "--config", conf, "--timeout", "10m")
+	cmd.Env = append(os.Environ(), asBinaryEnv+"=1")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("demo of a broken pipeline succeeded:\n%s", out)
+	}
+	for _, want := range []string{"the pipeline consumed every event, but the ODS is not what the traffic must produce",
+		"the first because: cdc_join", "odsflow demo: stopped"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%.3000s", want, out)
+		}
+	}
+}
+
 // Lint finds what pg_upsert and cdc_join would refuse at start (CI lints,
 // it does not start), and shows no password while at it.
 func TestLintFindsWhatComponentsRefuseAtStart(t *testing.T) {
