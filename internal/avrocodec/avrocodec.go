@@ -47,6 +47,14 @@ import (
 )
 
 // Limits that keep hostile input from exhausting the stack or memory. They are
+// zeroSizeItems is the budget of items that take no bytes a datum of n
+// bytes may hold (a record of them counting 16, for the map it still
+// allocates): in proportion to the input, so that neither one array nor
+// many (an array of arrays of nulls) turn a few bytes into gigabytes.
+func zeroSizeItems(n int) int {
+	return min(maxZeroSizeItems, 1024+64*n)
+}
+
 // far above anything a Debezium envelope or a sane application schema needs.
 const (
 	// maxDepth bounds the nesting of records, arrays, maps and unions that one
@@ -54,10 +62,11 @@ const (
 	// few bytes per level drive the decoder's recursion past Go's stack limit,
 	// which is a fatal error rather than a recoverable panic.
 	maxDepth = 1000
-	// maxZeroSizeItems bounds the items of arrays (and map entries) whose
-	// encoding can take no bytes at all, such as an array of nulls: for them
-	// the remaining input gives no bound, and a single count of 2^62 would
-	// otherwise spin the decoder or exhaust memory.
+	// maxZeroSizeItems bounds the items of arrays whose encoding can take
+	// no bytes at all, such as an array of nulls or of records of nulls:
+	// for them the remaining input gives no bound, and a single count of
+	// 2^62 would otherwise spin the decoder or exhaust memory. They are
+	// counted per datum (zeroSizeItems), not per array.
 	maxZeroSizeItems = 1 << 16
 	// maxScalePadding bounds, per datum, the zeros that data-chosen decimal
 	// scales (io.debezium.data.VariableScaleDecimal) add to the decimal

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -114,12 +115,13 @@ func TestBadBlockCounts(t *testing.T) {
 	if arr := v.([]any); len(arr) != 1000 || arr[999] != nil {
 		t.Errorf("1000 nulls decoded to %d items", len(arr))
 	}
-	expectDecodeError(t, nulls, append(appendLong(nil, 1<<40), 0x00), 0, "[0]", "more than 65536 items that take no bytes")
-	// The cap is on the total, not per block.
-	many := append(appendLong(nil, 40000), appendLong(nil, 40000)...)
-	expectDecodeError(t, nulls, append(many, 0x00), 3, "[40000]", "more than 65536 items")
+	expectDecodeError(t, nulls, append(appendLong(nil, 1<<40), 0x00), 0, "[0]", "more items that take no bytes than a datum of")
+	// The cap is on the datum's total (1024 + 64 per input byte: 1344 for
+	// these 5 bytes), not per block, nor per array.
+	many := append(appendLong(nil, 700), appendLong(nil, 700)...)
+	expectDecodeError(t, nulls, append(many, 0x00), 2, "[700]", "more items that take no bytes")
 	empty := mustCompile(t, parseSchema(t, `{"type":"array","items":{"type":"record","name":"E","fields":[]}}`), Options{})
-	expectDecodeError(t, empty, maxLong, 0, "[0]", "more than 65536 items")
+	expectDecodeError(t, empty, maxLong, 0, "[0]", "more items that take no bytes")
 
 	m := mustCompile(t, parseSchema(t, `{"type":"map","values":"null"}`), Options{})
 	// A map entry takes at least its key's length byte.
@@ -292,5 +294,35 @@ func TestErrorMessages(t *testing.T) {
 	}
 	if _, err := Compile(nil, Options{}); err == nil {
 		t.Error("compiled a nil schema")
+	}
+}
+
+// Items that take no bytes cannot make a tiny input allocate out of
+// proportion: not one array of records of nulls (a map each), nor many
+// arrays of nulls (an array of arrays, each with its own allowance before).
+func TestZeroSizeItemsStayInProportionToTheInput(t *testing.T) {
+	for _, tc := range []struct {
+		name, schema string
+		data         []byte
+	}{
+		{"array of records of null", `{"type":"array","items":{"type":"record","name":"R","fields":[{"name":"a","type":"null"}]}}`,
+			append(appendLong(nil, 65536), 0x00)},
+		{"array of arrays of null", `{"type":"array","items":{"type":"array","items":"null"}}`, func() []byte {
+			b := appendLong(nil, 64)
+			for range 64 {
+				b = append(appendLong(b, 65536), 0x00)
+			}
+			return append(b, 0x00)
+		}()},
+	} {
+		c := mustCompile(t, parseSchema(t, tc.schema), Options{})
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_, err := c.Decode(tc.data)
+		runtime.ReadMemStats(&after)
+		if n := after.TotalAlloc - before.TotalAlloc; err == nil || n/uint64(len(tc.data)) > 10000 {
+			t.Errorf("%s: %d bytes of input allocated %d bytes (error %v)", tc.name, len(tc.data), n, err)
+		}
 	}
 }

@@ -316,3 +316,33 @@ func TestTimestampAndDateEncodeShapes(t *testing.T) {
 		}
 	}
 }
+
+// A decimal given as its Avro primitive (the unscaled two's complement, as
+// a decode without PreserveLogicalTypes gives it) encodes as is; a fixed
+// one is sign-extended to its size.
+func TestDecimalEncodesItsRawBytes(t *testing.T) {
+	for _, tc := range []struct {
+		schema string
+		raw    []byte
+		want   []byte
+	}{
+		{`{"type":"bytes","logicalType":"decimal","precision":20,"scale":2}`, []byte{0x04, 0xd2}, bytesDatum(0x04, 0xd2)},
+		{`{"type":"fixed","name":"F","size":4,"logicalType":"decimal","precision":8,"scale":2}`, []byte{0x04, 0xd2}, []byte{0, 0, 0x04, 0xd2}},
+		{`{"type":"fixed","name":"F","size":4,"logicalType":"decimal","precision":8,"scale":2}`, []byte{0xff, 0x38}, []byte{0xff, 0xff, 0xff, 0x38}},
+	} {
+		s := parseSchema(t, tc.schema)
+		enc := mustCompile(t, s, Options{PreserveLogicalTypes: true, TranslateKafkaConnectTypes: true})
+		if got := mustEncode(t, enc, tc.raw); !bytes.Equal(got, tc.want) {
+			t.Errorf("%s: % x encoded to % x, want % x", tc.schema, tc.raw, got, tc.want)
+		}
+		// What a decode without logical types gives, encoded, is the datum.
+		raw := mustDecode(t, mustCompile(t, s, Options{}), tc.want)
+		if got := mustEncode(t, enc, raw); !bytes.Equal(got, tc.want) {
+			t.Errorf("%s: decoded %v re-encoded to % x, want % x", tc.schema, raw, got, tc.want)
+		}
+	}
+	fixed := mustCompile(t, parseSchema(t, `{"type":"fixed","name":"F","size":2,"logicalType":"decimal","precision":4,"scale":2}`), Options{PreserveLogicalTypes: true})
+	if _, err := fixed.AppendEncode(nil, []byte{1, 2, 3}); err == nil || !strings.Contains(err.Error(), "more than the fixed size 2") {
+		t.Errorf("3 bytes into a fixed(2) decimal: %v", err)
+	}
+}

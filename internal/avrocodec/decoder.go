@@ -14,6 +14,10 @@ type decoder struct {
 	depth int
 	// padBudget is what remains of maxScalePadding for this datum.
 	padBudget int
+	// zeroBudget is what remains of the items that take no bytes this
+	// datum may hold (zeroSizeItems): counted across all its arrays, since
+	// each such item may still allocate (a record of nulls is a map).
+	zeroBudget int
 	// intern remembers, per string-valued schema position, the last string
 	// decoded there, already boxed: Debezium repeats most of its strings
 	// (connector, db, schema, table, op, enum-like columns) in every message,
@@ -31,6 +35,7 @@ func (d *decoder) reset(b []byte) {
 	d.pos = 0
 	d.depth = 0
 	d.padBudget = maxScalePadding
+	d.zeroBudget = zeroSizeItems(len(b))
 }
 
 // errorAt starts a decode error at offset; the path is added while unwinding.
@@ -176,8 +181,9 @@ func (d *decoder) readDouble() (float64, error) {
 // count announces a block byte size, which is read and checked but not
 // needed since every item is decoded anyway. minItemSize is a lower bound of
 // the bytes one item takes; it bounds the count by the remaining input, and
-// total (items decoded so far) bounds it when items may take no bytes.
-func (d *decoder) readBlockCount(minItemSize, total int) (int, error) {
+// the datum's zeroBudget bounds it when items may take no bytes, each
+// charged zeroWeight.
+func (d *decoder) readBlockCount(minItemSize, zeroWeight int) (int, error) {
 	start := d.pos
 	n, err := d.readLong()
 	if err != nil {
@@ -200,8 +206,11 @@ func (d *decoder) readBlockCount(minItemSize, total int) (int, error) {
 		if n > remaining/int64(minItemSize) {
 			return 0, d.errorAt(start, "block of %d items cannot fit in the %d remaining bytes: %w", n, remaining, ErrTruncated)
 		}
-	} else if n > int64(maxZeroSizeItems-total) {
-		return 0, d.errorAt(start, "more than %d items that take no bytes", maxZeroSizeItems)
+	} else if n > int64(d.zeroBudget/zeroWeight) {
+		return 0, d.errorAt(start, "more items that take no bytes than a datum of %d bytes may hold (%d of weight %d)",
+			len(d.buf), zeroSizeItems(len(d.buf)), zeroWeight)
+	} else {
+		d.zeroBudget -= int(n) * zeroWeight
 	}
 	return int(n), nil
 }

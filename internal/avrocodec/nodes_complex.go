@@ -70,13 +70,22 @@ type arrayNode struct {
 	itemInfo *compiled
 }
 
+// zeroWeight is what an item that takes no bytes costs of a datum's
+// zeroBudget: a record (of nulls) allocates a map, a null only its slot.
+func (n *arrayNode) zeroWeight() int {
+	if _, ok := n.items.(*recordNode); ok {
+		return 16
+	}
+	return 1
+}
+
 func (n *arrayNode) decode(d *decoder) (any, error) {
 	if err := d.enter(); err != nil {
 		return nil, err
 	}
 	var out []any
 	for {
-		count, err := d.readBlockCount(n.itemInfo.minSize, len(out))
+		count, err := d.readBlockCount(n.itemInfo.minSize, n.zeroWeight())
 		if err != nil {
 			return nil, inIndex(err, len(out))
 		}
@@ -135,10 +144,9 @@ func (n *mapNode) decode(d *decoder) (any, error) {
 		return nil, err
 	}
 	var out map[string]any
-	total := 0
 	for {
 		// An entry takes at least its key's length byte.
-		count, err := d.readBlockCount(1+n.valueInfo.minSize, total)
+		count, err := d.readBlockCount(1+n.valueInfo.minSize, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -148,7 +156,6 @@ func (n *mapNode) decode(d *decoder) (any, error) {
 		if out == nil {
 			out = make(map[string]any, count)
 		}
-		total += count
 		for range count {
 			l, err := d.readLength("map key")
 			if err != nil {

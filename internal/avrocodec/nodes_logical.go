@@ -220,6 +220,11 @@ func (n *decimalNode) decode(d *decoder) (any, error) {
 }
 
 func (n *decimalNode) encode(dst []byte, v any, _ int) ([]byte, error) {
+	if raw, ok := v.([]byte); ok {
+		// The Avro primitive: the unscaled value in two's complement, as
+		// schema_registry_decode gives it without preserve_logical_types.
+		return n.encodeRaw(dst, raw)
+	}
 	t, err := decimalFromValue(v)
 	if err != nil {
 		return dst, encodeErrorf("decimal: %w", err)
@@ -249,8 +254,28 @@ func (n *decimalNode) encode(dst []byte, v any, _ int) ([]byte, error) {
 	return append(dst, b...), nil
 }
 
+// encodeRaw writes raw, an unscaled two's-complement value, as is; a fixed
+// decimal's is sign-extended to the fixed size.
+func (n *decimalNode) encodeRaw(dst []byte, raw []byte) ([]byte, error) {
+	if n.size < 0 {
+		dst = appendLong(dst, int64(len(raw)))
+		return append(dst, raw...), nil
+	}
+	if len(raw) > n.size {
+		return dst, encodeErrorf("decimal of %d bytes, more than the fixed size %d", len(raw), n.size)
+	}
+	pad := byte(0)
+	if len(raw) > 0 && raw[0]&0x80 != 0 {
+		pad = 0xff
+	}
+	for range n.size - len(raw) {
+		dst = append(dst, pad)
+	}
+	return append(dst, raw...), nil
+}
+
 func (*decimalNode) classes() (class, class) {
-	return clsString | clsNumber, clsNumeric | clsString
+	return clsString | clsNumber, clsNumeric | clsString | clsBytes
 }
 
 // variableDecimalNode translates Debezium's VariableScaleDecimal record
