@@ -3,6 +3,7 @@ package join
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -206,6 +207,11 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 					continue
 				}
 				emitted, err := j.apply(st, i, p)
+				if err != nil && !messageFault(err) {
+					// The state's (a read that failed, a corrupt entry):
+					// not the message's. The batch waits, as for a write.
+					return err
+				}
 				if err != nil {
 					// Some of the message's writes may be in the
 					// transaction already: apply the batch again without it.
@@ -240,9 +246,9 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 			}
 			break
 		}
-		// The state must be written before anything is passed on: hold the
-		// batch (back-pressure) until the store works again.
-		j.log.Errorf("cdc_join: writing state failed, retrying in %v: %v", backoff, err)
+		// The state must be read and written before anything is passed
+		// on: hold the batch (back-pressure) until the store works again.
+		j.log.Errorf("cdc_join: reading or writing the state failed, retrying in %v: %v", backoff, err)
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("cdc_join: state not written: %w", err)
@@ -280,6 +286,17 @@ func (j *join) ProcessBatch(ctx context.Context, batch service.MessageBatch) ([]
 		}
 	})
 	return []service.MessageBatch{out}, nil
+}
+
+// messageFault tells an error of applying a message that is the message's
+// own: its values cannot be encoded into the state (a NaN, a value JSON
+// cannot hold). Any other (a read of the state failing, a stored entry
+// that does not decode) is the state's.
+func messageFault(err error) bool {
+	var unsupported *json.UnsupportedValueError
+	var badType *json.UnsupportedTypeError
+	var marshaler *json.MarshalerError
+	return errors.As(err, &unsupported) || errors.As(err, &badType) || errors.As(err, &marshaler)
 }
 
 // oneDeadLetterPerSource keeps, of the rows re-emitted for one source

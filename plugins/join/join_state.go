@@ -110,15 +110,32 @@ func (s *state) deletedSince(r *relation, childKey string, version int64) (bool,
 	return gone > version, nil
 }
 
-// dropHeld drops the held event of a lookup child, if it has one.
-func dropHeld(s *state, c *change, r *relation, key string) error {
-	parent, err := s.tx.Get(heldKeyBucket(r), []byte(key))
-	if err != nil || parent == nil {
-		return err
+// dropHeld drops the event held for a lookup child's key under parentKey
+// (none: nil).
+func dropHeld(c *change, r *relation, key string, parentKey []byte) {
+	if parentKey == nil {
+		return
 	}
-	c.del(heldBucket(r), pair(string(parent), key))
+	c.del(heldBucket(r), pair(string(parentKey), key))
 	c.del(heldKeyBucket(r), []byte(key))
-	return nil
+}
+
+// heldOf is the parent key under which an event of a lookup child's key is
+// held (nil: none), and that event's version.
+func heldOf(s *state, r *relation, key string) (parentKey []byte, version int64, err error) {
+	parentKey, err = s.tx.Get(heldKeyBucket(r), []byte(key))
+	if err != nil || parentKey == nil {
+		return nil, 0, err
+	}
+	b, err := s.tx.Get(heldBucket(r), pair(string(parentKey), key))
+	if err != nil || b == nil {
+		return parentKey, 0, err
+	}
+	var h heldEvent
+	if err := decodeJSON(b, &h); err != nil {
+		return nil, 0, fmt.Errorf("held event %s of %s is corrupt: %w", key, r.name, err)
+	}
+	return parentKey, h.Version, nil
 }
 
 // pair is the key of an index or held entry: parent key, then child key.
@@ -294,7 +311,21 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 		return nil, err
 	} else if tr != nil && version <= tr.version {
 		s.counts.stale++
-		return nil, nil
+		if !t.stored {
+			return nil, nil
+		}
+		// Perhaps the replay of a change applied before the truncation,
+		// whose outputs were lost: what it took away (the lookups it
+		// released, the deletes it emitted) is emitted again, as for any
+		// stale change; the truncation does not take released lookups.
+		entries, err := s.replayEntries(t, key)
+		if err != nil {
+			return nil, err
+		}
+		if err := j.replay(s, c, msg, entries, version, nil); err != nil {
+			return nil, err
+		}
+		return c.out, nil
 	}
 	var prev *rowState
 	if t.stored {
@@ -551,6 +582,14 @@ func (j *join) parentOfLatest(s *state, c *change, msg *service.Message, r *rela
 
 // childOfLookup enriches a lookup child from its parent, or holds it.
 func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relation, l link, key string, version int64, body map[string]any, deleted bool) error {
+	// A newer event of this key is held (a redelivered batch after a later
+	// one, with two in flight): this change is stale, and must neither drop
+	// nor replace it.
+	heldUnder, heldVersion, err := heldOf(s, r, key)
+	if err != nil {
+		return err
+	}
+	newerHeld := heldUnder != nil && heldVersion > version
 	if deleted {
 		keyCols := l.keyCols
 		r.deleteVersions(keyCols, version, unknownParentVersion)
@@ -560,8 +599,14 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 		} else if !gone {
 			c.writes = append(c.writes, write{bucket: goneBucket(r), key: []byte(key), value: goneEntry(version, s.now)})
 		}
-		// A held event of this key never arrives now: drop it.
-		return dropHeld(s, c, r, key)
+		if !newerHeld {
+			dropHeld(c, r, key, heldUnder) // it never arrives now
+		}
+		return nil
+	}
+	if newerHeld {
+		s.counts.stale++
+		return nil
 	}
 	// A change older than the child's delete (a batch of an ended
 	// ownership, or any other reordering) must not bring it back.
@@ -580,19 +625,13 @@ func (j *join) childOfLookup(s *state, c *change, msg *service.Message, r *relat
 		s.counts.held++
 		// Held under its parent key, with a reverse entry (child → parent
 		// key) so that a delete or a move finds it without a scan.
-		old, err := s.tx.Get(heldKeyBucket(r), []byte(key))
-		if err != nil {
-			return err
-		}
-		if old != nil && string(old) != parentKey {
-			c.del(heldBucket(r), pair(string(old), key))
+		if heldUnder != nil && string(heldUnder) != parentKey {
+			c.del(heldBucket(r), pair(string(heldUnder), key))
 		}
 		c.writes = append(c.writes, write{bucket: heldKeyBucket(r), key: []byte(key), value: []byte(parentKey)})
 		return c.put(heldBucket(r), pair(parentKey, key), heldEvent{Version: version, Body: body})
 	}
-	if err := dropHeld(s, c, r, key); err != nil { // it was held under another parent
-		return err
-	}
+	dropHeld(c, r, key, heldUnder) // it was held under another parent
 	c.emitJoined(msg, r, parent, &rowState{Version: version, Body: body})
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
+
+	"github.com/odsflow/odsflow/internal/statestore"
 )
 
 // Cases found by review, each a rule of the issue that an earlier version
@@ -201,4 +203,71 @@ func TestALookupChildOlderThanItsDeleteIsStale(t *testing.T) {
 	expect(t, "the create again, after its delete", run(t, j, txn("c", 3, 50, 1)))
 	expect(t, "a newer create of the same id joins", run(t, j, txn("c", 6, 50, 1)),
 		tx+`{"account_number":"1001","customer_id":7,"source_version":6,"transaction_amount":"12.50","transaction_id":50}`)
+}
+
+// With two batches in flight, a nacked batch is delivered again after the
+// next one: an older change of a lookup child must then neither drop the
+// newer event held for it (moved to an account not arrived yet) nor
+// replace it.
+func TestRedeliveredOlderLookupChangeKeepsTheNewerHeldEvent(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 2, 1, 1001, 7, "5.00"))
+	b1 := func() { run(t, j, txn("c", 3, 50, 1)) } // joined with account 1
+	b1()
+	run(t, j, txn("u", 4, 50, 2)) // moved to account 2, not arrived: held
+	b1()                          // b1 nacked, delivered again after b2
+	expect(t, "account 2 arrives: the held v4 of transaction 50 is released", run(t, j, acct("c", 5, 2, 1002, 7, "1.00")),
+		ca+`{"account_balance":"1.00","account_number":"1002","account_version":5,"customer_id":7,"customer_name":"Ann L","customer_version":1}`,
+		tx+`{"account_number":"1002","customer_id":7,"source_version":4,"transaction_amount":"12.50","transaction_id":50}`)
+
+	k := newTestJoin(t, t.TempDir())
+	first := func() { run(t, k, txn("c", 3, 50, 1)) } // account 1 unknown: held
+	first()
+	run(t, k, txn("u", 4, 50, 2)) // moved to account 2: held under 2
+	first()                       // redelivered after it
+	expect(t, "account 1 arrives: the stale v3 is not released", run(t, k, acct("c", 5, 1, 1001, 7, "1.00")))
+	expect(t, "account 2 arrives: v4 is", run(t, k, acct("c", 6, 2, 1002, 7, "1.00")),
+		tx+`{"account_number":"1002","customer_id":7,"source_version":4,"transaction_amount":"12.50","transaction_id":50}`)
+}
+
+// A change that released a held lookup, its outputs lost in a crash, then
+// its table truncated (committed through another partition): delivered
+// again, older than the truncation, it still emits the release.
+func TestReplayedReleaseOlderThanItsTablesTruncation(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, txn("c", 1, 50, 1)) // held: account 1 unknown
+	release := tx + `{"account_number":"1001","customer_id":7,"source_version":1,"transaction_amount":"12.50","transaction_id":50}`
+	expect(t, "account 1 releases it (this output is lost in the crash)", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")), release)
+	run(t, j, ev("T_Accounts", "t", 3, `{}`))
+	expect(t, "the account change delivered again: the release again", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")), release)
+}
+
+// A read of the state failing while a message is applied (here a stored
+// entry that does not decode) is the state's failure, not the message's:
+// the batch is held and retried, nothing dead-lettered or left out of the
+// state; once the state reads again, it goes on.
+func TestAStateReadErrorIsNotTheMessagesFault(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"))
+	corrupt := func(on bool) {
+		t.Helper()
+		if err := j.store.Update(context.Background(), func(tx statestore.Tx) error {
+			if on {
+				return tx.Put(truncBucket(), []byte("accounts"), []byte{0x80})
+			}
+			return tx.Delete(truncBucket(), []byte("accounts"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	corrupt(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	out, err := j.ProcessBatch(ctx, service.MessageBatch{acct("c", 2, 1, 1001, 7, "5.00")})
+	cancel()
+	if err == nil {
+		t.Fatalf("a state that cannot be read: the batch passed (%d batches out), want it held until the state reads", len(out))
+	}
+	corrupt(false)
+	expect(t, "once the state reads, the account is applied", run(t, j, acct("c", 2, 1, 1001, 7, "5.00")),
+		ca+`{"account_balance":"5.00","account_number":"1001","account_version":2,"customer_id":7,"customer_name":"Ann L","customer_version":1}`)
 }
