@@ -318,14 +318,7 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 		// whose outputs were lost: what it took away (the lookups it
 		// released, the deletes it emitted) is emitted again, as for any
 		// stale change; the truncation does not take released lookups.
-		entries, err := s.replayEntries(t, key)
-		if err != nil {
-			return nil, err
-		}
-		if err := j.replay(s, c, msg, entries, version, nil); err != nil {
-			return nil, err
-		}
-		return c.out, nil
+		return j.replayStale(s, c, msg, t, key, version, nil)
 	}
 	var prev *rowState
 	if t.stored {
@@ -339,14 +332,7 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 			// away must be emitted again: its recorded deletes, versioned, so
 			// that they cannot take a newer row, and its released lookups.
 			s.counts.stale++
-			entries, err := s.replayEntries(t, key)
-			if err != nil {
-				return nil, err
-			}
-			if err := j.replay(s, c, msg, entries, version, prev); err != nil {
-				return nil, err
-			}
-			return c.out, nil
+			return j.replayStale(s, c, msg, t, key, version, prev)
 		}
 	}
 	next := &rowState{Version: version, Body: body}
@@ -390,6 +376,19 @@ func (j *join) apply(s *state, src int, p *prepared) ([]output, error) {
 		c.writes = append(c.writes, write{bucket: rowBucket(t), key: []byte(key), row: next, ownBody: true})
 	}
 	if err := applyWrites(s, c); err != nil {
+		return nil, err
+	}
+	return c.out, nil
+}
+
+// replayStale emits again what a stale change of key recorded under its
+// version (replay), and nothing else.
+func (j *join) replayStale(s *state, c *change, msg *service.Message, t *table, key string, version int64, prev *rowState) ([]output, error) {
+	entries, err := s.replayEntries(t, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := j.replay(s, c, msg, entries, version, prev); err != nil {
 		return nil, err
 	}
 	return c.out, nil
