@@ -16,8 +16,11 @@ package join
 // topics are read in any interleaving, so a transaction can be processed
 // before an earlier move of its account. Account numbers are never reused
 // by another account (the target key of customer_account is the number;
-// a delete of one account's row must not hit another's). Transactions are
-// never updated. Everything else is fair: customers come, change, go and
+// a delete of one account's row must not hit another's). A transaction is
+// updated only to move to an account that has arrived (and, transactional,
+// never goes): one moved to an account that never comes keeps its old row,
+// which the model, built from final states alone, cannot tell. Everything
+// else is fair: customers come, change, go and
 // come back; accounts arrive before their customers, move between customers
 // (present or not), change number, are deleted and re-inserted;
 // transactions arrive before their accounts, and are deleted. A customer
@@ -224,6 +227,16 @@ func genHistory(r *rand.Rand, p genParams) []srcEvent {
 				add(srcEvent{Table: srcTransactions, Op: "c", ID: nextTxn, Account: id, Amount: money()})
 				liveTxns = append(liveTxns, events[len(events)-1])
 				nextTxn++
+			}
+		case k < 96: // a transaction moves to another account that has arrived
+			if len(liveTxns) > 0 {
+				i := r.IntN(len(liveTxns))
+				to, ok := pick(accountIDs(func(a *genAccount) bool { return a.transactional && a.inserted }))
+				if ok && to != liveTxns[i].Account {
+					accounts[to].referenced = true
+					add(srcEvent{Table: srcTransactions, Op: "u", ID: liveTxns[i].ID, Account: to, Amount: money()})
+					liveTxns[i] = events[len(events)-1]
+				}
 			}
 		default:
 			if len(liveTxns) > 0 {
