@@ -54,6 +54,7 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 	}
 	horizon := now.Add(-j.retention).Unix()
 	total := 0
+	var unreadable skipped
 	for _, b := range buckets {
 		var expired func(st *state, k, v []byte) ([]write, error)
 		if strings.HasPrefix(b, "gone.") {
@@ -88,19 +89,31 @@ func (j *join) purge(ctx context.Context, now time.Time) (int, error) {
 				return dels, nil
 			}
 		}
-		n, err := j.purgeBucket(ctx, b, now, expired)
+		n, err := j.purgeBucket(ctx, b, now, expired, &unreadable)
 		total += n
 		if err != nil {
 			return total, err
 		}
 	}
+	if unreadable.n > 0 {
+		return total, fmt.Errorf("%d state entries could not be read, and were kept (the others were purged): e.g. %w", unreadable.n, unreadable.first)
+	}
 	return total, nil
+}
+
+// skipped counts the entries a purge could not read: each is kept and
+// reported, and the purge goes on with the others.
+type skipped struct {
+	n     int
+	first error
 }
 
 // purgeBucket visits bucket's entries in chunks of purgeChunk, one store
 // transaction each, deleting what expired returns for an expired entry
-// (nil: keep it). It returns how many entries expired.
-func (j *join) purgeBucket(ctx context.Context, bucket string, now time.Time, expired func(st *state, k, v []byte) ([]write, error)) (int, error) {
+// (nil: keep it). It returns how many entries expired. An entry expired
+// cannot read (corrupt) is kept and counted in unreadable: one must not
+// stop the purge of everything after it.
+func (j *join) purgeBucket(ctx context.Context, bucket string, now time.Time, expired func(st *state, k, v []byte) ([]write, error), unreadable *skipped) (int, error) {
 	total := 0
 	var after []byte
 	for {
@@ -120,7 +133,11 @@ func (j *join) purgeBucket(ctx context.Context, bucket string, now time.Time, ex
 				last = append(last[:0], k...)
 				d, err := expired(st, append([]byte{}, k...), v)
 				if err != nil {
-					return err
+					if unreadable.first == nil {
+						unreadable.first = err
+					}
+					unreadable.n++
+					return nil
 				}
 				if len(d) > 0 {
 					n++

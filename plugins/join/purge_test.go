@@ -2,6 +2,7 @@ package join
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +57,28 @@ func TestPurgedRowsLeaveTheRowCache(t *testing.T) {
 	run(t, j, acct("c", 21, 1, 1001, 7, "2.00"))
 	expect(t, "the customer's change re-emits the re-inserted account", run(t, j, cust("u", 22, 7, "Anna")),
 		ca+`{"account_balance":"2.00","account_number":"1001","account_version":21,"customer_id":7,"customer_name":"Anna L","customer_version":22}`)
+}
+
+// An entry the purge cannot read (corrupt) is kept and reported; the
+// expired tombstones after it, in its bucket and the others, are purged.
+func TestPurgeGoesOnPastAnUnreadableEntry(t *testing.T) {
+	j := newTestJoin(t, t.TempDir())
+	run(t, j, cust("c", 1, 7, "Ann"), acct("c", 3, 1, 1001, 7, "5.00"))
+	run(t, j, ev("T_Accounts", "d", 5, `{"id":1}`), ev("T_Customers", "d", 6, `{"id":7}`))
+	ctx := context.Background()
+	if err := j.store.Update(ctx, func(tx statestore.Tx) error {
+		return tx.Put("row.accounts", []byte("0"), []byte("not a row state"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := j.purge(ctx, time.Now().Add(j.retention+time.Hour))
+	if n != 2 || err == nil || !strings.Contains(err.Error(), "1 state entries could not be read") {
+		t.Fatalf("purge past a corrupt entry: %d purged, %v; want the 2 tombstones purged and the corrupt entry reported", n, err)
+	}
+	_ = j.store.View(ctx, func(tx statestore.Tx) error {
+		if v, _ := tx.Get("row.accounts", []byte("0")); v == nil {
+			t.Error("the unreadable entry was deleted")
+		}
+		return nil
+	})
 }
