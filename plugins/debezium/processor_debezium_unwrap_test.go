@@ -57,6 +57,10 @@ func TestUnwrapOps(t *testing.T) {
 		{"snapshot", `{"before":null,"after":{"id":4},"source":{"ts_ms":5,"snapshot":"last","table":"T_Customers","schema":"s","lsn":100},"op":"r","ts_ms":9}`, "r", `{"id":4}`, 100, true},
 		{"incremental snapshot without lsn", `{"before":null,"after":{"id":5},"source":{"ts_ms":777,"snapshot":"incremental","table":"T_Customers","lsn":null},"op":"r","ts_ms":9}`, "r", `{"id":5}`, 777, true},
 		{"truncate", `{"before":null,"after":null,"source":{"ts_ms":5,"table":"T_Accounts","lsn":300},"op":"t","ts_ms":9}`, "t", `{}`, 300, false},
+		// Most snapshot rows say "true"; the first says "first".
+		{"snapshot row", `{"before":null,"after":{"id":6},"source":{"ts_ms":5,"snapshot":"true","table":"T_Customers","lsn":100},"op":"r","ts_ms":9}`, "r", `{"id":6}`, 100, true},
+		{"first snapshot row", `{"before":null,"after":{"id":7},"source":{"ts_ms":5,"snapshot":"first","table":"T_Customers","lsn":100},"op":"r","ts_ms":9}`, "r", `{"id":7}`, 100, true},
+		{"logical decoding message", `{"before":null,"after":null,"source":{"ts_ms":5,"table":"","lsn":310},"message":{"prefix":"p","content":"YQ=="},"op":"m","ts_ms":9}`, "m", `{"prefix":"p","content":"YQ=="}`, 310, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := u.Process(context.Background(), envelope(t, tc.env))
@@ -104,6 +108,10 @@ func TestUnwrapBadEnvelopes(t *testing.T) {
 		if _, err := u.Process(context.Background(), envelope(t, js)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	// Bytes that are not JSON (no decode before): an error, not a drop.
+	if out, err := u.Process(context.Background(), service.NewMessage([]byte("not json"))); err == nil {
+		t.Errorf("a body that is not JSON: %d messages and no error, want an error", len(out))
 	}
 }
 
