@@ -115,8 +115,11 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed once the child has exited (waitErr is then set):
+	// the loop below and the cleanup may both wait for it.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -153,8 +156,8 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 			return fmt.Errorf("not caught up after %v:\n%s\npipeline logs:\n%s", o.timeout, firstLines(odsread.Diff(got, want), 20), tail(logs.String(), 4000))
 		}
 		select {
-		case werr := <-exited:
-			return fmt.Errorf("the pipeline exited (%v):\n%s", werr, logs)
+		case <-exited:
+			return fmt.Errorf("the pipeline exited (%v):\n%s", waitErr, tail(logs.String(), 4000))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):

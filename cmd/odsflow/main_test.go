@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -242,6 +243,24 @@ func TestDemoOfABrokenPipelineSaysWhy(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%.3000s", want, out)
 		}
+	}
+}
+
+// A demo whose pipeline exits by itself (a config run refuses) says so and
+// stops the stack; it used to wait for the exited child twice, forever.
+func TestDemoOfAPipelineThatExits(t *testing.T) {
+	conf := writeFile(t, t.TempDir(), "refused.yaml", "input:\n  no_such_input: {}\noutput:\n  drop: {}\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "demo", "--customers", "5", "--events", "20", "--config", conf)
+	cmd.Env = append(os.Environ(), asBinaryEnv+"=1")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("demo of a pipeline that exits did not end in 2 minutes:\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "the pipeline exited") || !strings.Contains(string(out), "odsflow demo: stopped") {
+		t.Errorf("demo of a pipeline that exits: %v\n%s", err, out)
 	}
 }
 
