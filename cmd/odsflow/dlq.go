@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"sort"
@@ -92,6 +94,24 @@ func connectionSettings(brokers []string, useTLS bool, caFile, mechanism, user, 
 		return nil, err
 	}
 	return kafka.ClientOptions(string(b))
+}
+
+// commitReplay commits the replay group's offsets of o.from.
+func commitReplay(ctx context.Context, adm *kadm.Client, o dlqOptions, next map[int32]int64) error {
+	commit := kadm.Offsets{}
+	for p, at := range next {
+		commit.AddOffset(o.from, p, at, -1)
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	resp, err := adm.CommitOffsets(cctx, o.group, commit)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("committing the replay's offsets (the records were re-published; a second replay would repeat them): %w", err)
+	}
+	return nil
 }
 
 func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
@@ -182,8 +202,10 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 	for p, r := range remaining {
 		offsets[o.from][p] = kgo.NewOffset().At(r[0])
 	}
+	// Produce batches of at most 1MiB: a broker's default max.message.bytes
+	// (a dead letter is at most the DLQ output's max_message_bytes, 1MB).
 	cl, err := kgo.NewClient(append(o.conn, kgo.ConsumePartitions(offsets),
-		kgo.FetchMaxBytes(64<<20), kgo.ProducerBatchMaxBytes(16<<20), kgo.RequiredAcks(kgo.AllISRAcks()))...)
+		kgo.FetchMaxBytes(64<<20), kgo.ProducerBatchMaxBytes(1<<20), kgo.RequiredAcks(kgo.AllISRAcks()))...)
 	if err != nil {
 		return err
 	}
@@ -214,6 +236,7 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 			return fmt.Errorf("reading %s: %w", o.from, ferr)
 		}
 		var batch []*kgo.Record
+		var origins []kgo.EpochOffset // batch[i]'s dead letter: its partition (Epoch) and offset
 		fs.EachRecord(func(r *kgo.Record) {
 			if r.Offset >= remaining[r.Partition][1] {
 				return // arrived after the replay started: the next replay's
@@ -242,27 +265,33 @@ func replayDLQ(ctx context.Context, o dlqOptions, out io.Writer) error {
 			}
 			perTopic[target]++
 			batch = append(batch, &kgo.Record{Topic: target, Key: r.Key, Value: r.Value, Headers: headers})
+			origins = append(origins, kgo.EpochOffset{Epoch: r.Partition, Offset: r.Offset})
 		})
-		if !o.dryRun && len(batch) > 0 {
-			if err := cl.ProduceSync(ctx, batch...).FirstErr(); err != nil {
-				return fmt.Errorf("re-publishing: %w", err)
+		if o.dryRun {
+			replayed += int64(len(batch))
+			continue
+		}
+		// What this poll re-published is committed before the next poll,
+		// up to the first record that failed in each partition: a replay
+		// that fails or is stopped midway, run again, publishes only what
+		// the first did not.
+		commitUpTo := maps.Clone(next)
+		var perr error
+		for i, res := range cl.ProduceSync(ctx, batch...) {
+			if res.Err != nil {
+				if at := origins[i].Offset; at < commitUpTo[origins[i].Epoch] {
+					commitUpTo[origins[i].Epoch] = at
+				}
+				perr = cmp.Or(perr, res.Err)
+				continue
 			}
+			replayed++
 		}
-		replayed += int64(len(batch))
-	}
-	if !o.dryRun {
-		commit := kadm.Offsets{}
-		for p := range remaining {
-			commit.AddOffset(o.from, p, next[p], -1)
+		if err := commitReplay(ctx, adm, o, commitUpTo); err != nil {
+			return err
 		}
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		resp, err := adm.CommitOffsets(cctx, o.group, commit)
-		if err == nil {
-			err = resp.Error()
-		}
-		if err != nil {
-			return fmt.Errorf("committing the replay's offsets (the records were re-published; a second replay would repeat them): %w", err)
+		if perr != nil {
+			return fmt.Errorf("re-publishing (what was re-published is committed: a second replay does not repeat it): %w", perr)
 		}
 	}
 	var topics []string

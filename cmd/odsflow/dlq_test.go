@@ -177,3 +177,91 @@ func TestDLQReplayOfATopicNotCreatedYet(t *testing.T) {
 		}
 	}
 }
+
+// Dead letters of several DLQ partitions for one source partition are
+// re-published in batches a broker with the default max.message.bytes
+// (1MiB) takes: 1.8 MB of them went out as one 16MiB batch, refused.
+func TestDLQReplayBatchesFitABrokersLimit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "odsflow.dlq"), kfake.SeedTopics(1, "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for p := int32(0); p < 3; p++ {
+		for i := range 60 {
+			r := &kgo.Record{Topic: "odsflow.dlq", Partition: p, Value: bytes.Repeat([]byte{byte(i)}, 10_000),
+				Headers: []kgo.RecordHeader{{Key: "source_topic", Value: []byte("src")}}}
+			if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := replayDLQ(ctx, dlqOptions{from: "odsflow.dlq", conn: conn, group: "replay"}, &out); err != nil {
+		t.Fatalf("replay of 1.8 MB of dead letters: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "re-published 180 dead letters") {
+		t.Errorf("replay: %s", out.String())
+	}
+}
+
+// A replay that fails midway (a source topic gone) commits what it did
+// re-publish: run again once the topic is back, it publishes only the
+// rest, not a second copy.
+func TestDLQReplayAfterAPartialFailurePublishesOnlyTheRest(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "odsflow.dlq", "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, to := range []string{"src", "gone"} {
+		r := &kgo.Record{Topic: "odsflow.dlq", Key: []byte("k-" + to), Value: []byte("v-" + to),
+			Headers: []kgo.RecordHeader{{Key: "source_topic", Value: []byte(to)}}}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := dlqOptions{from: "odsflow.dlq", conn: conn, group: "replay"}
+	var out bytes.Buffer
+	if err := replayDLQ(ctx, o, &out); err == nil {
+		t.Fatalf("a replay to a missing topic succeeded: %s", out.String())
+	}
+	if _, err := kadm.NewClient(cl).CreateTopics(ctx, 1, 1, nil, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := replayDLQ(ctx, o, &out); err != nil {
+		t.Fatalf("second replay: %v", err)
+	}
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, "src", "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"src", "gone"} {
+		if n, _ := ends.Lookup(topic, 0); n.Offset != 1 {
+			t.Errorf("%s holds %d copies of its one dead letter, want 1", topic, n.Offset)
+		}
+	}
+}
