@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	mathrand "math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -194,9 +195,14 @@ func TestDLQReplayBatchesFitABrokersLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	random := mathrand.New(mathrand.NewPCG(1, 2)) // incompressible values
 	for p := int32(0); p < 3; p++ {
-		for i := range 60 {
-			r := &kgo.Record{Topic: "odsflow.dlq", Partition: p, Value: bytes.Repeat([]byte{byte(i)}, 10_000),
+		for range 60 {
+			v := make([]byte, 10_000)
+			for i := range v {
+				v[i] = byte(random.IntN(256))
+			}
+			r := &kgo.Record{Topic: "odsflow.dlq", Partition: p, Value: v,
 				Headers: []kgo.RecordHeader{{Key: "source_topic", Value: []byte("src")}}}
 			if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
 				t.Fatal(err)
