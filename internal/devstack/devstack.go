@@ -323,6 +323,14 @@ func (s *Stack) Close(ctx context.Context) error {
 func RedactDSN(dsn string) string {
 	u, err := url.Parse(dsn)
 	if err != nil || u.Scheme == "" {
+		if scheme, rest, ok := strings.Cut(dsn, "://"); ok {
+			// A URL Go cannot parse (a password with % or /): whatever
+			// comes before its last @ may be credentials.
+			if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+				return scheme + "://xxxxx@" + rest[at+1:]
+			}
+			return dsn
+		}
 		if strings.Contains(strings.ToLower(dsn), "password") {
 			return "(dsn hidden: it holds a password)"
 		}

@@ -148,6 +148,9 @@ func TestRedactDSN(t *testing.T) {
 		"postgres://app:@db.internal:5432/ods?sslmode=require&PassWord=s3cret",
 		"postgresql://app@db/ods?sslpassword=s3cret&sslkey=/k.pem",
 		"host=db PASSWORD=s3cret",
+		// URLs Go cannot parse: a password with % or /.
+		"postgres://postgres:s3cret%off@127.0.0.1:5432/ods",
+		"postgres://postgres:pa/s3cret:w0rd@127.0.0.1:5432/ods",
 	} {
 		if got := RedactDSN(dsn); strings.Contains(got, "s3cret") {
 			t.Errorf("RedactDSN(%q) = %q", dsn, got)
