@@ -191,7 +191,13 @@ func summary(cfg simulate.Config, s simulate.Stats, interrupted bool) string {
 		s.Total(), strings.Join(parts, ", "), s.Tombstones, s.Elapsed.Seconds(), s.EventsPerSecond(), note)
 }
 
+// checkWritableDir fails, before any traffic is produced, when the
+// expectation could not be written to path: its directory is not writable,
+// or path is a directory.
 func checkWritableDir(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("--expect %s: is a directory (give a file name)", path)
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".odsflow-expect-*")
 	if err != nil {
 		return fmt.Errorf("--expect %s: cannot write there: %w", path, err)

@@ -103,6 +103,7 @@ func TestSimulateRejectsBadFlags(t *testing.T) {
 		{[]string{"--rate", "-1"}, "--rate must be"},
 		{[]string{"--topic-prefix", "bad/prefix"}, "--topic-prefix"},
 		{[]string{"--expect", filepath.Join(t.TempDir(), "missing", "dir", "x.json")}, "--expect"},
+		{[]string{"--expect", t.TempDir()}, "is a directory"},
 	} {
 		// No server is contacted before the flags are checked.
 		args := append([]string{"simulate", "--brokers", "127.0.0.1:1", "--registry", "http://127.0.0.1:1"}, tc.args...)
