@@ -29,7 +29,6 @@
 package schemaregistry
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -150,14 +149,20 @@ type registration struct {
 
 // identityKey returns the key under which a schema's content is
 // deduplicated. Confluent treats two registrations as the same schema when
-// their text, type and references match; the text is compared after
-// stripping insignificant JSON whitespace so that pretty-printed and compact
-// forms of one schema share an id.
+// their parsed forms, type and references match: an Avro schema is compared
+// as the JSON it parses to, its keys in order and a primitive given as
+// {"type": "int"} the same as "int", so that one schema written two ways
+// shares an id. Text that is not JSON is compared as it is.
 func identityKey(schema, schemaType string, refs []reference) string {
-	var compact bytes.Buffer
 	text := strings.TrimSpace(schema)
-	if err := json.Compact(&compact, []byte(text)); err == nil {
-		text = compact.String()
+	var parsed any
+	if err := json.Unmarshal([]byte(text), &parsed); err == nil {
+		if schemaType == "" || schemaType == "AVRO" {
+			parsed = normalizeAvro(parsed)
+		}
+		if b, err := json.Marshal(parsed); err == nil { // sorted keys, compact
+			text = string(b)
+		}
 	}
 	var key strings.Builder
 	key.WriteString(schemaType)
@@ -167,6 +172,28 @@ func identityKey(schema, schemaType string, refs []reference) string {
 		fmt.Fprintf(&key, "\x00%q\x00%q\x00%d", ref.Name, ref.Subject, ref.Version)
 	}
 	return key.String()
+}
+
+// avroPrimitives are the types a bare name stands for.
+var avroPrimitives = map[string]bool{"null": true, "boolean": true, "int": true, "long": true, "float": true, "double": true, "bytes": true, "string": true}
+
+// normalizeAvro writes a primitive type given as an object of its "type"
+// alone as its name, as Avro's own printing does, everywhere in v.
+func normalizeAvro(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		if t, ok := x["type"].(string); ok && len(x) == 1 && avroPrimitives[t] {
+			return t
+		}
+		for k, e := range x {
+			x[k] = normalizeAvro(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = normalizeAvro(e)
+		}
+	}
+	return v
 }
 
 // register stores reg under subject and returns its global id.

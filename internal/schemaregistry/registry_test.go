@@ -188,6 +188,22 @@ func TestRegisterAndFetchByID(t *testing.T) {
 	}
 }
 
+// One schema written two other ways (its keys in another order, a
+// primitive as {"type": …}) is one schema: Confluent compares parsed
+// schemas. A default that differs is another schema.
+func TestRegisterDedupeParsedForms(t *testing.T) {
+	_, cl := newServer(t)
+	a := mustCreate(t, cl, "order-value", sr.Schema{Schema: `{"type":"record","name":"O","fields":[{"name":"n","type":"int"}]}`})
+	b := mustCreate(t, cl, "order-value", sr.Schema{Schema: `{"fields":[{"type":{"type":"int"},"name":"n"}],"name":"O","type":"record"}`})
+	if b.ID != a.ID || b.Version != 1 {
+		t.Fatalf("the same schema with keys reordered and {\"type\":\"int\"}: id %d version %d, want id %d version 1", b.ID, b.Version, a.ID)
+	}
+	c := mustCreate(t, cl, "order-value", sr.Schema{Schema: `{"type":"record","name":"O","fields":[{"name":"n","type":"int","default":1}]}`})
+	if c.ID == a.ID {
+		t.Fatalf("a schema with a default shares the id of the one without (%d)", a.ID)
+	}
+}
+
 func TestRegisterDedupe(t *testing.T) {
 	_, cl := newServer(t)
 	ctx := t.Context()
@@ -201,6 +217,7 @@ func TestRegisterDedupe(t *testing.T) {
 	if pretty.ID != first.ID || pretty.Version != 1 {
 		t.Fatalf("whitespace variant = id %d version %d, want id %d version 1", pretty.ID, pretty.Version, first.ID)
 	}
+
 	versions, err := cl.SubjectVersions(ctx, "users-value")
 	if err != nil {
 		t.Fatalf("SubjectVersions: %v", err)
