@@ -167,6 +167,7 @@ func TestVariableScaleDecimal(t *testing.T) {
 		{vsd{0, []byte{0x30, 0x39}}, "12345"},
 		{vsd{6, []byte{0x01}}, "0.000001"},
 		{vsd{-2, []byte{0x30, 0x39}}, "1234500"},
+		{vsd{-2, []byte{0x00}}, "0"}, // zero takes no zeros from a negative scale
 		{vsd{2, []byte{0x00, 0xab, 0x54, 0xa9, 0x8c, 0xeb, 0x1f, 0x0a, 0xd2}}, "123456789012345678.90"},
 	} {
 		assertValue(t, mustDecode(t, c, hambaMarshal(t, s, tc.in)), tc.want)
@@ -344,5 +345,19 @@ func TestDecimalEncodesItsRawBytes(t *testing.T) {
 	fixed := mustCompile(t, parseSchema(t, `{"type":"fixed","name":"F","size":2,"logicalType":"decimal","precision":4,"scale":2}`), Options{PreserveLogicalTypes: true})
 	if _, err := fixed.AppendEncode(nil, []byte{1, 2, 3}); err == nil || !strings.Contains(err.Error(), "more than the fixed size 2") {
 		t.Errorf("3 bytes into a fixed(2) decimal: %v", err)
+	}
+}
+
+// A date beyond what Avro's int of days holds is an error, not a wrapped
+// number.
+func TestDateOutOfRangeIsRefused(t *testing.T) {
+	date := mustCompile(t, parseSchema(t, `{"type":"int","logicalType":"date"}`), Options{PreserveLogicalTypes: true})
+	for _, far := range []time.Time{time.Date(6_000_000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-6_000_000, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		if _, err := date.AppendEncode(nil, far); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("date %v: %v, want out of range", far.Year(), err)
+		}
+	}
+	if got := mustEncode(t, date, time.Date(1970, 1, 2, 0, 0, 0, 0, time.UTC)); !bytes.Equal(got, appendLong(nil, 1)) {
+		t.Errorf("1970-01-02 encoded as % x", got)
 	}
 }

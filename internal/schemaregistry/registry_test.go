@@ -783,3 +783,23 @@ func TestDebeziumSeedSchemas(t *testing.T) {
 		}
 	}
 }
+
+// Paths the registry does not serve are 404s, also those one segment away
+// from a served one.
+func TestUnknownPathsAreNotFound(t *testing.T) {
+	url, cl := newServer(t)
+	mustCreate(t, cl, "users-value", sr.Schema{Schema: userSchema})
+	for _, path := range []string{
+		"/subjects/users-value/versions/1/nonsense",
+		"/subjects/users-value/versions/1/schema/extra",
+		"/subjects/users-value/nonsense/1/referencedby",
+		"/nonsense",
+	} {
+		if resp := doRaw(t, http.MethodGet, url+path, "", ""); resp.status != http.StatusNotFound {
+			t.Errorf("GET %s: %d %s, want 404", path, resp.status, resp.body)
+		}
+	}
+	if resp := doRaw(t, http.MethodGet, url+"/subjects/users-value/versions/1/referencedby", "", ""); resp.status != http.StatusOK {
+		t.Errorf("GET …/referencedby: %d %s, want 200", resp.status, resp.body)
+	}
+}

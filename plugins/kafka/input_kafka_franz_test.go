@@ -1330,3 +1330,49 @@ func TestInputBenthosWrappers(t *testing.T) {
 		t.Error("with timely_nacks_maximum_wait and extract_tracing_map, the input is not wrapped")
 	}
 }
+
+// start_offset: latest (or the deprecated start_from_oldest: false) skips
+// what a partition without a committed offset already holds; earliest, the
+// default, reads it.
+func TestInputStartOffset(t *testing.T) {
+	s := inStack(t)
+	for _, tc := range []struct {
+		group, extra string
+		first        int
+	}{
+		{"earliest", "", 0},
+		{"latest", "start_offset: latest", 3},
+		{"not-oldest", "start_from_oldest: false", 3},
+	} {
+		t.Run(tc.group, func(t *testing.T) {
+			topic := "start-" + tc.group
+			inCreateTopic(t, s.Brokers, topic, 1)
+			inProduce(t, s.Brokers, topic, 1, 3)
+			in := newTestInput(t, groupConfig(s.Brokers, topic, tc.group, tc.extra))
+			connect(t, in)
+			if tc.first == 0 {
+				if rb := read(t, in, 15*time.Second); rb.offsets[0] != 0 {
+					t.Errorf("the first record read is offset %d, want 0", rb.offsets[0])
+				}
+				return
+			}
+			// New records until one is read (whenever the input has taken
+			// its position): never one of the three that were there.
+			for deadline := time.Now().Add(20 * time.Second); ; {
+				inProduce(t, s.Brokers, topic, 1, 1)
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				batch, _, err := in.ReadBatch(ctx)
+				cancel()
+				if err == nil {
+					if off, _ := batch[0].MetaGetMut("kafka_offset"); off.(int) < tc.first {
+						t.Errorf("the first record read is offset %v, want one produced after the start (≥ %d)", off, tc.first)
+					}
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("nothing read in 20 s")
+				}
+			}
+		})
+	}
+}

@@ -606,3 +606,56 @@ func TestKafkaFranzOutputTimestampSecondsAndTracingMap(t *testing.T) {
 		}
 	}
 }
+
+// The partitioner, compression and idempotent_write settings reach the
+// records: one key round-robined over the partitions, zstd batches and no
+// producer id; and by default, murmur2 (one key, one partition) with an
+// idempotent producer.
+func TestKafkaFranzOutputProducerSettingsReachTheRecords(t *testing.T) {
+	s := devstack.ForTest(t, devstack.Config{NoPostgres: true})
+	inCreateTopic(t, s.Brokers, "settings-rr", 4)
+	inCreateTopic(t, s.Brokers, "settings-default", 4)
+	write := func(topic, extra string) []*kgo.Record {
+		t.Helper()
+		out := kfoTestOutput(t, fmt.Sprintf("seed_brokers: [ %q ]\ntopic: %s\nkey: same\n%s", s.Brokers, topic, extra))
+		var batch service.MessageBatch
+		for i := range 8 {
+			// Compressible: franz-go keeps a batch uncompressed when
+			// compression would not make it smaller.
+			batch = append(batch, service.NewMessage([]byte(fmt.Sprintf(`{"i":%d,"pad":%q}`, i, strings.Repeat("x", 2000)))))
+		}
+		for _, m := range batch { // one message per write: round-robin moves on per batch
+			if err := out.WriteBatch(context.Background(), service.MessageBatch{m}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return kfoConsume(t, s.Brokers, topic, 8)
+	}
+	partitions := func(recs []*kgo.Record) map[int32]bool {
+		ps := map[int32]bool{}
+		for _, r := range recs {
+			ps[r.Partition] = true
+		}
+		return ps
+	}
+	rr := write("settings-rr", "partitioner: round_robin\ncompression: zstd\nidempotent_write: false\n")
+	if len(partitions(rr)) < 2 {
+		t.Errorf("round_robin: one key went to partitions %v, want several", partitions(rr))
+	}
+	for _, r := range rr {
+		if r.Attrs.CompressionType() != 4 || r.ProducerID != -1 {
+			t.Errorf("compression zstd, idempotent_write false: a record with compression %d, producer id %d", r.Attrs.CompressionType(), r.ProducerID)
+			break
+		}
+	}
+	def := write("settings-default", "")
+	if len(partitions(def)) != 1 {
+		t.Errorf("murmur2: one key went to partitions %v, want one", partitions(def))
+	}
+	for _, r := range def {
+		if r.ProducerID < 0 {
+			t.Errorf("by default: a record without a producer id (not idempotent)")
+			break
+		}
+	}
+}
