@@ -259,17 +259,37 @@ func TestReadOnlyServerWithABadRowHoldsTheBatch(t *testing.T) {
 	u, conn := testOutput(t)
 	ctx := context.Background()
 	write(t, u, acct("0", 7, "1.00", 1, 1))
+	// The server turned read-only under pg_upsert's open connection (its
+	// temporary tables made): the setting reloaded, and in force once a
+	// new session sees it (the server has then signalled every session,
+	// which applies it at its next statement). This package's tests run
+	// one at a time on their cluster.
 	readOnly := func(on bool) {
 		t.Helper()
-		sql := `ALTER SYSTEM SET default_transaction_read_only = on`
+		sql, want := `ALTER SYSTEM SET default_transaction_read_only = on`, "on"
 		if !on {
-			sql = `ALTER SYSTEM RESET default_transaction_read_only`
+			sql, want = `ALTER SYSTEM RESET default_transaction_read_only`, "off"
 		}
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := conn.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
 			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			fresh, err := pgx.Connect(ctx, conn.Config().ConnString())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			err = fresh.QueryRow(ctx, `SHOW default_transaction_read_only`).Scan(&got)
+			_ = fresh.Close(ctx)
+			if err == nil && got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("default_transaction_read_only is %q 10 s after the reload (%v), want %s", got, err, want)
+			}
 		}
 	}
 	readOnly(true)
