@@ -91,18 +91,36 @@ func TestInputRebalanceMidway(t *testing.T) {
 	for _, rb := range held { // late acks, including of lost partitions
 		_ = rb.ack(context.Background(), nil)
 	}
-	time.Sleep(600 * time.Millisecond) // several commit periods
-
-	mu.Lock()
+	// Wait until A has committed its acked batches (a commit period or a
+	// few), then a little more: a commit of a lost partition would come
+	// with them.
 	committedByA := map[int32]int64{}
-	for _, c := range commits {
-		if c.member != memberA {
-			continue
+	byA := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		clear(committedByA)
+		for _, c := range commits {
+			if c.member == memberA {
+				committedByA[c.partition] = c.offset
+			}
 		}
-		if !stillA[c.partition] && !c.at.Before(revokedAt) {
+		for p := range stillA {
+			if committedByA[p] != 5 {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(20 * time.Second); !byA() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // a few more commit periods
+	byA()
+	mu.Lock()
+	for _, c := range commits {
+		if c.member == memberA && !stillA[c.partition] && !c.at.Before(revokedAt) {
 			t.Errorf("member A committed offset %d of partition %d after losing it", c.offset, c.partition)
 		}
-		committedByA[c.partition] = c.offset
 	}
 	mu.Unlock()
 	for p := range stillA {
