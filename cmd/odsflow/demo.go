@@ -130,6 +130,14 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 		}
 	}()
 
+	// One client for the checks of the loop below and the summary.
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(stack.Brokers))
+	if err != nil {
+		return err
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+
 	var got simulate.ODSState
 	var doneSince time.Time // when the group had consumed everything, and dead letters were written
 	for {
@@ -141,7 +149,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 		}
 		// Every event consumed, some dead-lettered, and still not the
 		// expected ODS: a broken pipeline, no need to wait for the timeout.
-		if consumedWithDeadLetters(ctx, stack.Brokers, "odsflow-demo", dlqTopic) {
+		if consumedWithDeadLetters(ctx, adm, "odsflow-demo", dlqTopic) {
 			if doneSince.IsZero() {
 				doneSince = time.Now()
 			} else if time.Since(doneSince) > 5*time.Second {
@@ -164,7 +172,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 		}
 	}
 	caughtUp := time.Since(started)
-	dead, err := countRecords(ctx, stack.Brokers, dlqTopic)
+	dead, err := countRecords(ctx, adm, dlqTopic)
 	if err != nil {
 		return err
 	}
@@ -176,13 +184,8 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (err error) {
 
 // consumedWithDeadLetters: group has committed every record of its topics,
 // and dlq holds dead letters.
-func consumedWithDeadLetters(ctx context.Context, brokers, group, dlq string) bool {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		return false
-	}
-	defer cl.Close()
-	lags, err := kadm.NewClient(cl).Lag(ctx, group)
+func consumedWithDeadLetters(ctx context.Context, adm *kadm.Client, group, dlq string) bool {
+	lags, err := adm.Lag(ctx, group)
 	if err != nil {
 		return false
 	}
@@ -190,7 +193,7 @@ func consumedWithDeadLetters(ctx context.Context, brokers, group, dlq string) bo
 	if !ok || l.Error() != nil || len(l.Lag) == 0 || l.Lag.Total() != 0 {
 		return false
 	}
-	n, err := countRecords(ctx, brokers, dlq)
+	n, err := countRecords(ctx, adm, dlq)
 	return err == nil && n > 0
 }
 
@@ -234,13 +237,8 @@ func tail(s string, n int) string {
 }
 
 // countRecords is the number of records in topic (0 when it does not exist).
-func countRecords(ctx context.Context, brokers, topic string) (int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+func countRecords(ctx context.Context, adm *kadm.Client, topic string) (int64, error) {
+	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		return 0, fmt.Errorf("dead-letter topic: %w", err)
 	}

@@ -20,16 +20,7 @@ import (
 func TestDLQReplaySkipsExpiredDeadLetters(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "odsflow.dlq", "src"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, conn := dlqCluster(t, []kfake.Opt{kfake.SeedTopics(1, "odsflow.dlq", "src")})
 	produce := func(values ...string) {
 		t.Helper()
 		for _, v := range values {
@@ -39,10 +30,6 @@ func TestDLQReplaySkipsExpiredDeadLetters(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-	}
-	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
-	if err != nil {
-		t.Fatal(err)
 	}
 	o := dlqOptions{from: "odsflow.dlq", conn: conn, group: "replay"}
 	produce("a", "b", "c")
@@ -83,8 +70,8 @@ func TestDLQReplaySkipsExpiredDeadLetters(t *testing.T) {
 		t.Fatalf("replay of a dead letter after the expired ones: %v\n%s", err, out.String())
 	}
 	// src now holds a, b, c and f, with their own headers only.
-	consumer, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("src"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	consumer, err := kgo.NewClient(append(conn[:len(conn):len(conn)], kgo.ConsumeTopics("src"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,15 +149,7 @@ func TestDLQReplayWithSASL(t *testing.T) {
 func TestDLQReplayOfATopicNotCreatedYet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, conn := dlqCluster(t, nil)
 	for _, dry := range []bool{true, false} {
 		var out bytes.Buffer
 		if err := replayDLQ(ctx, dlqOptions{from: "odsflow.dlq", conn: conn, group: "replay", dryRun: dry}, &out); err != nil || !strings.Contains(out.String(), "nothing to replay in odsflow.dlq") {
@@ -185,16 +164,8 @@ func TestDLQReplayOfATopicNotCreatedYet(t *testing.T) {
 func TestDLQReplayBatchesFitABrokersLimit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "odsflow.dlq"), kfake.SeedTopics(1, "src"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, conn := dlqCluster(t, []kfake.Opt{kfake.SeedTopics(3, "odsflow.dlq"), kfake.SeedTopics(1, "src")},
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	random := mathrand.New(mathrand.NewPCG(1, 2)) // incompressible values
 	for p := int32(0); p < 3; p++ {
 		for range 60 {
@@ -208,10 +179,6 @@ func TestDLQReplayBatchesFitABrokersLimit(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-	}
-	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
-	if err != nil {
-		t.Fatal(err)
 	}
 	var out bytes.Buffer
 	if err := replayDLQ(ctx, dlqOptions{from: "odsflow.dlq", conn: conn, group: "replay"}, &out); err != nil {
@@ -228,26 +195,13 @@ func TestDLQReplayBatchesFitABrokersLimit(t *testing.T) {
 func TestDLQReplayAfterAPartialFailurePublishesOnlyTheRest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "odsflow.dlq", "src"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, conn := dlqCluster(t, []kfake.Opt{kfake.SeedTopics(1, "odsflow.dlq", "src")})
 	for _, to := range []string{"src", "gone"} {
 		r := &kgo.Record{Topic: "odsflow.dlq", Key: []byte("k-" + to), Value: []byte("v-" + to),
 			Headers: []kgo.RecordHeader{{Key: "source_topic", Value: []byte(to)}}}
 		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
-	}
-	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
-	if err != nil {
-		t.Fatal(err)
 	}
 	o := dlqOptions{from: "odsflow.dlq", conn: conn, group: "replay"}
 	var out bytes.Buffer
@@ -270,4 +224,26 @@ func TestDLQReplayAfterAPartialFailurePublishesOnlyTheRest(t *testing.T) {
 			t.Errorf("%s holds %d copies of its one dead letter, want 1", topic, n.Offset)
 		}
 	}
+}
+
+// dlqCluster starts a one-broker cluster (seed its topics), closed when the
+// test ends, and returns a client of it (with clientOpts) and the
+// connection settings dlq replay would use.
+func dlqCluster(t *testing.T, seed []kfake.Opt, clientOpts ...kgo.Opt) (*kgo.Client, []kgo.Opt) {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, seed...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, clientOpts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	conn, err := connectionSettings(c.ListenAddrs(), false, "", "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl, conn
 }

@@ -148,6 +148,30 @@ func readN(t *testing.T, in *franzInput, n int) []readBatch {
 	return out
 }
 
+// wantInOrder fails the test unless offsets are 0..n-1, each once, in order.
+func wantInOrder(t *testing.T, what string, offsets []int, n int) {
+	t.Helper()
+	ok := len(offsets) == n
+	for i := 0; ok && i < n; i++ {
+		ok = offsets[i] == i
+	}
+	if !ok {
+		t.Fatalf("%s %v, want 0..%d once, in order", what, offsets, n-1)
+	}
+}
+
+// groupInput is a connected input of group g on a new topic of one
+// partition holding n records, on a stack of its own.
+func groupInput(t *testing.T, topic string, n int, extra string) (*devstack.Stack, *franzInput) {
+	t.Helper()
+	s := inStack(t)
+	inCreateTopic(t, s.Brokers, topic, 1)
+	inProduce(t, s.Brokers, topic, 1, n)
+	in := newTestInput(t, groupConfig(s.Brokers, topic, "g", extra))
+	connect(t, in)
+	return s, in
+}
+
 func groupConfig(brokers, topic, group string, extra string) string {
 	return fmt.Sprintf(`
 seed_brokers: [ %q ]
@@ -187,11 +211,7 @@ func TestInputRedeliversUnackedAfterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, o := range all {
-		if o != i {
-			t.Fatalf("redelivered offsets %v, want 0..9 in order", all)
-		}
-	}
+	wantInOrder(t, "redelivered offsets", all, 10)
 	if err := in2.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -206,11 +226,7 @@ func TestInputRedeliversUnackedAfterRestart(t *testing.T) {
 }
 
 func TestInputReplaysNackBeforeAnythingNewer(t *testing.T) {
-	s := inStack(t)
-	inCreateTopic(t, s.Brokers, "nack", 1)
-	inProduce(t, s.Brokers, "nack", 1, 5)
-	in := newTestInput(t, groupConfig(s.Brokers, "nack", "g", "batching: { count: 5 }"))
-	connect(t, in)
+	s, in := groupInput(t, "nack", 5, "batching: { count: 5 }")
 
 	rb := read(t, in, 15*time.Second)
 	if len(rb.offsets) != 5 {
@@ -238,11 +254,7 @@ func TestInputReplaysNackBeforeAnythingNewer(t *testing.T) {
 // again. What the pipeline did to the first delivery (content replaced,
 // metadata added and removed) must not show in the replay.
 func TestInputReplaysNackedBatchAsFirstRead(t *testing.T) {
-	s := inStack(t)
-	inCreateTopic(t, s.Brokers, "pristine", 1)
-	inProduce(t, s.Brokers, "pristine", 1, 4)
-	in := newTestInput(t, groupConfig(s.Brokers, "pristine", "g", ""))
-	connect(t, in)
+	_, in := groupInput(t, "pristine", 4, "")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -284,11 +296,7 @@ func TestInputReplaysNackedBatchAsFirstRead(t *testing.T) {
 }
 
 func TestInputOneBatchInFlightPerPartition(t *testing.T) {
-	s := inStack(t)
-	inCreateTopic(t, s.Brokers, "inflight", 1)
-	inProduce(t, s.Brokers, "inflight", 1, 20)
-	in := newTestInput(t, groupConfig(s.Brokers, "inflight", "g", "batching: { count: 5 }"))
-	connect(t, in)
+	_, in := groupInput(t, "inflight", 20, "batching: { count: 5 }")
 	first := read(t, in, 15*time.Second)
 
 	// With the first batch unacked, nothing more of the partition comes.
@@ -306,11 +314,7 @@ func TestInputOneBatchInFlightPerPartition(t *testing.T) {
 }
 
 func TestInputCheckpointLimitAllowsParallelBatches(t *testing.T) {
-	s := inStack(t)
-	inCreateTopic(t, s.Brokers, "parallel", 1)
-	inProduce(t, s.Brokers, "parallel", 1, 20)
-	in := newTestInput(t, groupConfig(s.Brokers, "parallel", "g", "checkpoint_limit: 3\nbatching: { count: 5 }"))
-	connect(t, in)
+	_, in := groupInput(t, "parallel", 20, "checkpoint_limit: 3\nbatching: { count: 5 }")
 	batches := readN(t, in, 15) // three batches without any ack
 	if len(batches) != 3 {
 		t.Fatalf("got %d batches in flight, want 3", len(batches))
@@ -362,11 +366,7 @@ func TestInputMaxYieldBatchBytes(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for i, o := range offsets {
-				if o != i {
-					t.Fatalf("offsets %v, want 0..19 once, in order", offsets)
-				}
-			}
+			wantInOrder(t, "offsets", offsets, 20)
 			if want := map[int]int{20: 3, 5: 1}[tc.maxBytes]; largest != want {
 				t.Errorf("largest batch %d records, want %d", largest, want)
 			}
@@ -1243,11 +1243,7 @@ func TestInputFetchMaxBytesLimit(t *testing.T) {
 // not held as if the pipeline were stopping (its partition would wait for
 // good).
 func TestInputTimeoutNackIsReplayed(t *testing.T) {
-	s := inStack(t)
-	inCreateTopic(t, s.Brokers, "deadline-nack", 1)
-	inProduce(t, s.Brokers, "deadline-nack", 1, 3)
-	in := newTestInput(t, groupConfig(s.Brokers, "deadline-nack", "g", "batching: { count: 3 }"))
-	connect(t, in)
+	_, in := groupInput(t, "deadline-nack", 3, "batching: { count: 3 }")
 	rb := read(t, in, 15*time.Second)
 	if err := rb.ack(context.Background(), fmt.Errorf("writing to topic dlq: %w", context.DeadlineExceeded)); err != nil {
 		t.Fatal(err)
@@ -1261,11 +1257,7 @@ func TestInputTimeoutNackIsReplayed(t *testing.T) {
 // stack gives each cluster its own), for cdc_join to tell a state of
 // another cluster.
 func TestInputMarksTheClusterID(t *testing.T) {
-	s := inStack(t)
-	inCreateTopic(t, s.Brokers, "cluster-id", 1)
-	inProduce(t, s.Brokers, "cluster-id", 1, 6)
-	in := newTestInput(t, groupConfig(s.Brokers, "cluster-id", "g", "batching: { count: 3 }"))
-	connect(t, in)
+	_, in := groupInput(t, "cluster-id", 6, "batching: { count: 3 }")
 	for range 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		batch, ack, err := in.ReadBatch(ctx)
